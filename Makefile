@@ -1,0 +1,38 @@
+# rbdcp: build, test (with local Ceph clusters), benchmark and demo.
+CARGO ?= cargo
+export PATH := $(HOME)/.cargo/bin:$(PATH)
+
+.PHONY: all build deps test unit lint bench demo clean
+
+all: build
+
+# Installs what is missing: Debian's Ceph packages (librbd, librados, mon, osd) and the tools the benches use.
+deps:
+	bash scripts/ceph-local.sh install
+
+build: deps
+	$(CARGO) build --release
+
+# The whole suite: unit, property, CLI and RBD tests, against two local Ceph clusters
+# started for the run and stopped afterwards, even when a test fails.
+test: deps
+	bash scripts/with-clusters.sh $(CARGO) test --workspace --all-targets
+
+# Only what needs no cluster.
+unit:
+	$(CARGO) test --workspace --all-targets
+
+lint:
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+# Writes BENCHMARKS.md: rbdcp against cp and qemu-img, timed side by side.
+bench: build
+	bash bench/local.sh
+
+# A real copy with a progress bar, then the result.
+demo: build
+	bash scripts/demo.sh
+
+clean:
+	$(CARGO) clean

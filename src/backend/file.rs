@@ -1,0 +1,236 @@
+//! Local raw images: regular files (sparse, via SEEK_DATA/SEEK_HOLE) and block devices.
+
+use std::fs::{self, File, OpenOptions, Permissions};
+use std::io::{self, Seek, SeekFrom};
+use std::os::unix::fs::{FileExt, FileTypeExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+
+use rustix::fs::{fallocate, seek, FallocateFlags};
+use tempfile::TempPath;
+
+use super::SinkOptions;
+use crate::engine::{Extent, ImageSink, ImageSource};
+use crate::error::{Error, Result};
+
+/// Zeroes written where a file system cannot punch holes.
+static ZEROS: [u8; 1 << 20] = [0; 1 << 20];
+
+/// A raw image file or block device, read with `pread`.
+#[derive(Debug)]
+pub struct FileSource {
+    file: File,
+    name: String,
+    size: u64,
+    device: bool,
+}
+
+impl FileSource {
+    /// Opens `path` for reading.
+    pub fn open(path: &Path) -> Result<FileSource> {
+        let name = path.display().to_string();
+        let file = File::open(path).map_err(|e| Error::open("open", &name, e))?;
+        let meta = file.metadata().map_err(|e| Error::open("stat", &name, e))?;
+        let device = meta.file_type().is_block_device();
+        if meta.is_dir() {
+            return Err(Error::Unsupported(format!("{name} is a directory, not an image")));
+        }
+        let size = if device { device_size(&file, &name)? } else { meta.len() };
+        Ok(FileSource { file, name, size, device })
+    }
+}
+
+fn device_size(file: &File, name: &str) -> Result<u64> {
+    let mut f = file;
+    f.seek(SeekFrom::End(0)).map_err(|e| Error::open("size of", name, e))
+}
+
+impl ImageSource for FileSource {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn size(&self) -> u64 {
+        self.size
+    }
+
+    fn extents(&self) -> Result<Vec<Extent>> {
+        if self.device {
+            return Ok(vec![Extent::data(0, self.size)]);
+        }
+        let mut out = Vec::new();
+        let mut pos = 0;
+        while pos < self.size {
+            let start = match seek(&self.file, rustix::fs::SeekFrom::Data(pos)) {
+                Ok(start) => start,
+                Err(rustix::io::Errno::NXIO) => break,
+                // A file system without SEEK_DATA: all of it is data.
+                Err(rustix::io::Errno::INVAL | rustix::io::Errno::OPNOTSUPP) if pos == 0 => {
+                    return Ok(vec![Extent::data(0, self.size)]);
+                }
+                Err(e) => return Err(Error::io("seek data", &self.name, pos, e.into())),
+            };
+            let end = seek(&self.file, rustix::fs::SeekFrom::Hole(start))
+                .map_err(|e| Error::io("seek hole", &self.name, start, e.into()))?
+                .min(self.size);
+            if end > start {
+                out.push(Extent::data(start, end - start));
+            }
+            pos = end.max(start + 1);
+        }
+        Ok(out)
+    }
+
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        self.file.read_exact_at(buf, offset).map_err(|e| Error::io("read", &self.name, offset, e))
+    }
+}
+
+/// A raw image file written under a temporary name and renamed into place by `finish`,
+/// or a block device written in place.
+#[derive(Debug)]
+pub struct FileSink {
+    file: File,
+    name: String,
+    target: PathBuf,
+    /// The temporary file; removed on drop unless `finish` renamed it.
+    temp: Mutex<Option<TempPath>>,
+    device: bool,
+    overwrite: bool,
+    can_punch: AtomicBool,
+    can_allocate: AtomicBool,
+}
+
+impl FileSink {
+    /// Prepares to write `path`: an existing image is refused unless `opts.overwrite`.
+    pub fn create(path: &Path, opts: &SinkOptions) -> Result<FileSink> {
+        let name = path.display().to_string();
+        let mode = match fs::metadata(path) {
+            Ok(meta) if meta.is_dir() => {
+                return Err(Error::Unsupported(format!("{name} is a directory, not an image")));
+            }
+            Ok(_) if !opts.overwrite => return Err(Error::Exists { image: name }),
+            Ok(meta) if meta.file_type().is_block_device() => None,
+            Ok(meta) => Some(meta.permissions()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Some(Permissions::from_mode(0o644)),
+            Err(e) => return Err(Error::open("stat", &name, e)),
+        };
+        let Some(mode) = mode else {
+            let file = OpenOptions::new().write(true).open(path).map_err(|e| Error::open("open", &name, e))?;
+            return Ok(FileSink::new(file, name, path, None, true, opts.overwrite));
+        };
+        let dir = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        let base = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let temp = tempfile::Builder::new()
+            .prefix(&format!(".{base}."))
+            .suffix(".rbdcp-partial")
+            .permissions(mode)
+            .tempfile_in(dir)
+            .map_err(|e| Error::open("create a temporary file for", &name, e))?;
+        let (file, temp) = temp.into_parts();
+        Ok(FileSink::new(file, name, path, Some(temp), false, opts.overwrite))
+    }
+
+    fn new(file: File, name: String, target: &Path, temp: Option<TempPath>, device: bool, overwrite: bool) -> Self {
+        FileSink {
+            file,
+            name,
+            target: target.to_owned(),
+            temp: Mutex::new(temp),
+            device,
+            overwrite,
+            can_punch: AtomicBool::new(true),
+            can_allocate: AtomicBool::new(!device),
+        }
+    }
+
+    fn write_zero_bytes(&self, offset: u64, len: u64) -> Result<()> {
+        let mut done = 0;
+        while done < len {
+            let n = (len - done).min(ZEROS.len() as u64) as usize;
+            self.write_at(offset + done, &ZEROS[..n])?;
+            done += n as u64;
+        }
+        Ok(())
+    }
+}
+
+fn unsupported(e: rustix::io::Errno) -> bool {
+    matches!(e, rustix::io::Errno::OPNOTSUPP | rustix::io::Errno::NOSYS | rustix::io::Errno::INVAL)
+}
+
+impl ImageSink for FileSink {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn zeroed(&self) -> bool {
+        !self.device
+    }
+
+    fn resize(&self, size: u64) -> Result<()> {
+        if self.device {
+            let have = device_size(&self.file, &self.name)?;
+            if have < size {
+                return Err(Error::TooSmall { image: self.name.clone(), have, need: size });
+            }
+            return Ok(());
+        }
+        self.file.set_len(size).map_err(|e| Error::io("resize", &self.name, size, e))
+    }
+
+    fn allocate(&self, offset: u64, len: u64) -> Result<()> {
+        if !self.can_allocate.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        match fallocate(&self.file, FallocateFlags::KEEP_SIZE, offset, len) {
+            Ok(()) => Ok(()),
+            Err(e) if unsupported(e) => {
+                self.can_allocate.store(false, Ordering::Relaxed);
+                Ok(())
+            }
+            Err(e) => Err(Error::io("preallocate", &self.name, offset, e.into())),
+        }
+    }
+
+    fn write_at(&self, offset: u64, data: &[u8]) -> Result<()> {
+        self.file.write_all_at(data, offset).map_err(|e| Error::io("write", &self.name, offset, e))
+    }
+
+    fn write_zeroes(&self, offset: u64, len: u64) -> Result<()> {
+        if self.can_punch.load(Ordering::Relaxed) {
+            let flags = FallocateFlags::PUNCH_HOLE | FallocateFlags::KEEP_SIZE;
+            match fallocate(&self.file, flags, offset, len) {
+                Ok(()) => return Ok(()),
+                Err(e) if unsupported(e) => self.can_punch.store(false, Ordering::Relaxed),
+                Err(e) => return Err(Error::io("punch hole", &self.name, offset, e.into())),
+            }
+        }
+        self.write_zero_bytes(offset, len)
+    }
+
+    fn flush(&self) -> Result<()> {
+        self.file.sync_all().map_err(|e| Error::open("fsync", &self.name, e))
+    }
+
+    fn finish(&self) -> Result<()> {
+        self.flush()?;
+        let Some(temp) = self.temp.lock().unwrap().take() else {
+            return Ok(());
+        };
+        let renamed = if self.overwrite { temp.persist(&self.target) } else { temp.persist_noclobber(&self.target) };
+        renamed.map_err(|e| match e.error.kind() {
+            io::ErrorKind::AlreadyExists => Error::Exists { image: self.name.clone() },
+            _ => Error::open("rename into place", &self.name, e.error),
+        })?;
+        let dir = match self.target.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        File::open(dir).and_then(|d| d.sync_all()).map_err(|e| Error::open("fsync the directory of", &self.name, e))
+    }
+}

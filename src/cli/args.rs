@@ -1,0 +1,157 @@
+//! The command line, as clap reads it: every flag with its help line.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+const AFTER_HELP: &str = "\
+Locations:
+  PATH                a raw image file or a block device
+  rbd:POOL[/NAMESPACE]/IMAGE[@SNAP][:conf=PATH][:id=NAME][:keyring=PATH]
+                      an RBD image (qemu-img's spelling); put a backslash before a ':' in a path
+  -                   standard input or output, where a stream makes sense
+
+Sizes and rates: 4096, 4K, 4M, 1G, 200MiB, 1.5GiB (K, M, G, T are powers of 1024).
+
+Exit status: 0 success, 1 the job failed (or the images differ), 2 usage error.";
+
+/// Copies RBD and raw block-device images fast: in parallel, sparse, under bandwidth and IOPS limits.
+#[derive(Debug, Parser)]
+#[command(name = "rbdcp", version, after_help = AFTER_HELP, propagate_version = true)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Copy an image: only its data is read, all-zero chunks become holes.
+    #[command(after_help = AFTER_HELP)]
+    Copy(CopyArgs),
+    /// Print the extents of an image that hold data, as `rbd diff` prints them.
+    #[command(after_help = AFTER_HELP)]
+    Diff(DiffArgs),
+    /// Compare two images chunk by chunk by crc32; exit 0 if identical, 1 if not.
+    #[command(after_help = AFTER_HELP)]
+    Verify(VerifyArgs),
+}
+
+/// How many workers and how big a chunk.
+#[derive(Debug, Args)]
+pub struct Workers {
+    /// Workers, each with one chunk in flight [default: enough to keep 64 MiB in flight, 16 for 4 MiB chunks].
+    #[arg(short = 'j', long = "jobs", value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub jobs: Option<u16>,
+    /// Bytes per chunk, from 4K to 1G; rounded up to a multiple of the image's object size.
+    #[arg(long, value_name = "SIZE", default_value = "4M", value_parser = chunk_size)]
+    pub chunk_size: u64,
+}
+
+/// `rbdcp copy`.
+#[derive(Debug, Args)]
+pub struct CopyArgs {
+    /// The image to read.
+    #[arg(value_name = "SRC")]
+    pub src: String,
+    /// The image to write; a file is written under a temporary name and renamed at the end.
+    #[arg(value_name = "DST")]
+    pub dst: String,
+    #[command(flatten)]
+    pub workers: Workers,
+    /// Limit the bytes read and written per second (e.g. 100M); smooth, not per-second bursts.
+    #[arg(long, value_name = "RATE", value_parser = nonzero_size)]
+    pub bps_limit: Option<u64>,
+    /// Limit the chunk operations per second (a read with its write, or a zeroing).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub iops_limit: Option<u64>,
+    /// Re-read the destination after the copy and compare every chunk's crc32 with the source's.
+    #[arg(long)]
+    pub verify: bool,
+    /// Replace the destination if it exists (a block device is written in place).
+    #[arg(long)]
+    pub overwrite: bool,
+    /// Do not reserve disk space for the data before writing it.
+    #[arg(long)]
+    pub no_preallocate: bool,
+    /// Print one JSON object with the totals on standard output at the end.
+    #[arg(long)]
+    pub json: bool,
+    /// Never show the progress bar (it is shown only when standard error is a terminal).
+    #[arg(long)]
+    pub no_progress: bool,
+}
+
+/// Output formats of `rbdcp diff`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// Columns `Offset Length Type`, as `rbd diff` prints them.
+    Plain,
+    /// An array of `{"offset", "length", "exists"}` objects, as `rbd diff --format json` prints them.
+    Json,
+}
+
+/// `rbdcp diff`.
+#[derive(Debug, Args)]
+pub struct DiffArgs {
+    /// The image to list.
+    #[arg(value_name = "SRC")]
+    pub src: String,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Plain)]
+    pub format: Format,
+}
+
+/// `rbdcp verify`.
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// The first image.
+    #[arg(value_name = "A")]
+    pub a: String,
+    /// The second image.
+    #[arg(value_name = "B")]
+    pub b: String,
+    #[command(flatten)]
+    pub workers: Workers,
+    /// Print one JSON object with the outcome on standard output.
+    #[arg(long)]
+    pub json: bool,
+    /// Never show the progress bar (it is shown only when standard error is a terminal).
+    #[arg(long)]
+    pub no_progress: bool,
+}
+
+fn nonzero_size(text: &str) -> Result<u64, String> {
+    rbdcp::size::parse_nonzero(text)
+}
+
+fn chunk_size(text: &str) -> Result<u64, String> {
+    match rbdcp::size::parse(text)? {
+        n if (4096..=1 << 30).contains(&n) => Ok(n),
+        _ => Err(format!("{text:?} is outside 4K..1G")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn every_argument_has_help() {
+        fn walk(cmd: &clap::Command) {
+            for arg in cmd.get_arguments() {
+                let id = arg.get_id().as_str();
+                if id != "help" && id != "version" {
+                    assert!(arg.get_help().is_some(), "{} --{id} has no help", cmd.get_name());
+                }
+            }
+            cmd.get_subcommands().for_each(walk);
+        }
+        walk(&Cli::command());
+    }
+}

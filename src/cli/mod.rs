@@ -1,0 +1,199 @@
+//! The binary's glue: turns parsed arguments into library calls, output and an exit code.
+
+pub mod args;
+mod progress;
+mod report;
+
+use std::io::{self, Write};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use rbdcp::backend::{open_sink, open_source, SinkOptions};
+use rbdcp::engine::{self, check_sums, compare, default_jobs, Limits, Options, Throttle};
+use rbdcp::size::human;
+use rbdcp::Location;
+
+use args::{Command, CopyArgs, DiffArgs, Format, VerifyArgs, Workers};
+use report::{CopyJson, ErrorJson, ExtentJson, VerifyJson};
+
+/// A mistake in how rbdcp was called: exit status 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Usage(pub String);
+
+/// The job ran and found a difference: exit status 1, message already printed.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Differ(pub String);
+
+/// Runs one subcommand.
+pub fn run(command: Command) -> Result<ExitCode> {
+    match command {
+        Command::Copy(a) => copy(a),
+        Command::Diff(a) => diff(a),
+        Command::Verify(a) => verify(a),
+    }
+}
+
+/// Whether the failing command asked for a JSON report.
+pub fn wants_json(command: &Command) -> bool {
+    match command {
+        Command::Copy(a) => a.json,
+        Command::Verify(a) => a.json,
+        Command::Diff(a) => a.format == Format::Json,
+    }
+}
+
+/// Prints `{"error": ...}` on standard output.
+pub fn print_json_error(message: &str) {
+    let _ = print_json(&ErrorJson { error: message.to_owned() });
+}
+
+fn location(text: &str) -> Result<Location> {
+    text.parse::<Location>().map_err(|e| Usage(e.to_string()).into())
+}
+
+fn jobs(w: &Workers) -> usize {
+    w.jobs.map_or_else(|| default_jobs(w.chunk_size), usize::from)
+}
+
+fn copy(a: CopyArgs) -> Result<ExitCode> {
+    let (src_loc, dst_loc) = (location(&a.src)?, location(&a.dst)?);
+    if src_loc == dst_loc {
+        return Err(Usage(format!("source and destination are the same image: {src_loc}")).into());
+    }
+    let src = open_source(&src_loc)?;
+    let dst = open_sink(&dst_loc, &SinkOptions { overwrite: a.overwrite })?;
+    let opts = Options { jobs: jobs(&a.workers), chunk_size: a.workers.chunk_size, preallocate: !a.no_preallocate };
+    let throttle = Throttle::new(Limits { bytes_per_second: a.bps_limit, ops_per_second: a.iops_limit });
+    let bar = progress::pick(!a.no_progress, "copy");
+    let report = engine::copy(src.as_ref(), dst.as_ref(), &opts, &throttle, bar.as_ref())
+        .with_context(|| format!("copying {src_loc} to {dst_loc}"))?;
+    drop(dst);
+    let verified = if a.verify {
+        let image = open_source(&dst_loc)?;
+        let bar = progress::pick(!a.no_progress, "verify");
+        let c = check_sums(image.as_ref(), &report.sums, opts.jobs, bar.as_ref())
+            .with_context(|| format!("verifying {dst_loc}"))?;
+        let ok = c.identical() && image.size() == report.size;
+        if !ok {
+            let first = c.first.first().map_or(String::new(), |(o, _)| format!(", first at offset {o}"));
+            let msg = format!("verification failed: {} chunk(s) of {dst_loc} differ from {src_loc}{first}", c.differing);
+            if a.json {
+                print_json(&CopyJson::new(&a.src, &a.dst, &report, Some(false)))?;
+            }
+            return Err(Differ(msg).into());
+        }
+        Some(true)
+    } else {
+        None
+    };
+    if a.json {
+        print_json(&CopyJson::new(&src_loc.to_string(), &dst_loc.to_string(), &report, verified))?;
+    } else if progress::shown(!a.no_progress) {
+        eprintln!(
+            "copied {} to {}: {} read, {} written, {} zeroed in {:.1} s ({}/s)",
+            src_loc,
+            dst_loc,
+            human(report.bytes_read),
+            human(report.bytes_written),
+            human(report.bytes_zero),
+            report.seconds,
+            human(report.bytes_per_second() as u64),
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn diff(a: DiffArgs) -> Result<ExitCode> {
+    let loc = location(&a.src)?;
+    let src = open_source(&loc)?;
+    let extents = src.extents().with_context(|| format!("listing the extents of {loc}"))?;
+    match a.format {
+        Format::Json => {
+            let list: Vec<ExtentJson> = extents
+                .iter()
+                .map(|e| ExtentJson { offset: e.offset, length: e.len, exists: if e.data { "true" } else { "false" } })
+                .collect();
+            print_json(&list)?;
+        }
+        Format::Plain => {
+            let rows: Vec<[String; 3]> = extents
+                .iter()
+                .map(|e| [e.offset.to_string(), e.len.to_string(), (if e.data { "data" } else { "zero" }).to_owned()])
+                .collect();
+            print_table(["Offset", "Length", "Type"], &rows)?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn verify(a: VerifyArgs) -> Result<ExitCode> {
+    let (a_loc, b_loc) = (location(&a.a)?, location(&a.b)?);
+    let (left, right) = (open_source(&a_loc)?, open_source(&b_loc)?);
+    let bar = progress::pick(!a.no_progress, "verify");
+    let c = compare(left.as_ref(), right.as_ref(), jobs(&a.workers), a.workers.chunk_size, bar.as_ref())
+        .with_context(|| format!("comparing {a_loc} with {b_loc}"))?;
+    if a.json {
+        print_json(&VerifyJson::new(&a_loc.to_string(), &b_loc.to_string(), &c))?;
+    }
+    if c.identical() {
+        if !a.json {
+            write_out(&format!("identical: {} bytes, {} compared\n", c.size_a, c.bytes_compared))?;
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    if !a.json {
+        let mut text = String::new();
+        if c.size_a != c.size_b {
+            text.push_str(&format!("sizes differ: {a_loc} holds {} bytes, {b_loc} {}\n", c.size_a, c.size_b));
+        }
+        for (offset, len) in &c.first {
+            text.push_str(&format!("differ at offset {offset} length {len}\n"));
+        }
+        write_out(&text)?;
+    }
+    let what = if c.differing > 0 { format!("{} chunk(s) differ", c.differing) } else { "sizes differ".to_owned() };
+    Err(Differ(format!("{a_loc} and {b_loc} differ: {what}")).into())
+}
+
+/// Left-aligned columns two spaces apart, as Ceph's TextTable prints them.
+fn print_table(head: [&str; 3], rows: &[[String; 3]]) -> Result<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let mut widths = head.map(str::len);
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.len());
+        }
+    }
+    let mut out = String::new();
+    let mut line = |cells: [&str; 3]| {
+        for (i, cell) in cells.iter().enumerate() {
+            out.push_str(&format!("{cell:<w$}  ", w = widths[i]));
+        }
+        out.truncate(out.trim_end_matches(' ').len());
+        out.push('\n');
+    };
+    line(head);
+    for row in rows {
+        line([&row[0], &row[1], &row[2]]);
+    }
+    write_out(&out)
+}
+
+fn print_json<T: serde::Serialize>(value: &T) -> Result<()> {
+    let mut text = serde_json::to_string(value)?;
+    text.push('\n');
+    write_out(&text)
+}
+
+/// Writes to standard output; a closed pipe (`| head`) is not an error.
+fn write_out(text: &str) -> Result<()> {
+    let mut out = io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
+}

@@ -1,0 +1,96 @@
+//! The `--json` reports: one JSON object on standard output at the end of a run.
+//!
+//! `rbdcp copy --json` prints
+//! `{"source", "destination", "size", "bytes_read", "bytes_written", "bytes_zero", "extents",
+//! "chunks", "seconds", "bytes_per_second", "verified"}`: bytes read from the source, written
+//! as data, and made zero (holes or write-zeroes); extents and chunks in the plan; wall
+//! seconds; bytes covered per second; and `verified` (`true` or `false` after `--verify`,
+//! else `null`). `rbdcp verify --json` prints `{"a", "b", "size_a", "size_b", "identical",
+//! "differing_chunks", "first_differences": [{"offset", "length"}], "bytes_compared"}`.
+//! A run that fails prints `{"error": "..."}` instead, and exits 1.
+
+use rbdcp::engine::{Comparison, Report};
+use serde::Serialize;
+
+/// The report of `rbdcp copy`.
+#[derive(Debug, Serialize)]
+pub struct CopyJson<'a> {
+    pub source: &'a str,
+    pub destination: &'a str,
+    pub size: u64,
+    pub bytes_read: u64,
+    pub bytes_written: u64,
+    pub bytes_zero: u64,
+    pub extents: u64,
+    pub chunks: u64,
+    pub seconds: f64,
+    pub bytes_per_second: f64,
+    pub verified: Option<bool>,
+}
+
+impl<'a> CopyJson<'a> {
+    pub fn new(source: &'a str, destination: &'a str, r: &Report, verified: Option<bool>) -> Self {
+        CopyJson {
+            source,
+            destination,
+            size: r.size,
+            bytes_read: r.bytes_read,
+            bytes_written: r.bytes_written,
+            bytes_zero: r.bytes_zero,
+            extents: r.extents,
+            chunks: r.chunks,
+            seconds: r.seconds,
+            bytes_per_second: r.bytes_per_second(),
+            verified,
+        }
+    }
+}
+
+/// One differing range.
+#[derive(Debug, Serialize)]
+pub struct Range {
+    pub offset: u64,
+    pub length: u64,
+}
+
+/// The report of `rbdcp verify`.
+#[derive(Debug, Serialize)]
+pub struct VerifyJson<'a> {
+    pub a: &'a str,
+    pub b: &'a str,
+    pub size_a: u64,
+    pub size_b: u64,
+    pub identical: bool,
+    pub differing_chunks: u64,
+    pub first_differences: Vec<Range>,
+    pub bytes_compared: u64,
+}
+
+impl<'a> VerifyJson<'a> {
+    pub fn new(a: &'a str, b: &'a str, c: &Comparison) -> Self {
+        VerifyJson {
+            a,
+            b,
+            size_a: c.size_a,
+            size_b: c.size_b,
+            identical: c.identical(),
+            differing_chunks: c.differing,
+            first_differences: c.first.iter().map(|&(offset, length)| Range { offset, length }).collect(),
+            bytes_compared: c.bytes_compared,
+        }
+    }
+}
+
+/// One extent of `rbdcp diff --format json`; `exists` is a string, as `rbd diff` prints it.
+#[derive(Debug, Serialize)]
+pub struct ExtentJson {
+    pub offset: u64,
+    pub length: u64,
+    pub exists: &'static str,
+}
+
+/// The failure report.
+#[derive(Debug, Serialize)]
+pub struct ErrorJson {
+    pub error: String,
+}

@@ -1,0 +1,110 @@
+//! The copy engine: it sees images only through [`ImageSource`] and [`ImageSink`], plans
+//! their extents into chunks and runs the chunks on a pool of workers under a throttle.
+
+mod copy;
+mod plan;
+mod progress;
+mod run;
+mod throttle;
+mod verify;
+
+pub use copy::{copy, default_jobs, Options, Report, Sum, DEFAULT_CHUNK, DEFAULT_IN_FLIGHT};
+pub use plan::{chunk_size, is_zero, Chunk, Plan};
+pub use progress::{Progress, Silent};
+pub use run::Tracker;
+pub use throttle::{Limits, Pace, Throttle};
+pub use verify::{check_sums, compare, Comparison};
+
+use crate::error::Result;
+
+/// A run of bytes in an image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Extent {
+    /// Where it starts, in bytes.
+    pub offset: u64,
+    /// How long it is, in bytes.
+    pub len: u64,
+    /// `true`: it holds data to read. `false`: it is known to read as zeroes (a discarded
+    /// range in a diff), so the destination gets zeroes without a read.
+    pub data: bool,
+}
+
+impl Extent {
+    /// An extent holding data.
+    pub fn data(offset: u64, len: u64) -> Self {
+        Extent { offset, len, data: true }
+    }
+
+    /// An extent known to read as zeroes.
+    pub fn zero(offset: u64, len: u64) -> Self {
+        Extent { offset, len, data: false }
+    }
+
+    /// The offset just past its end.
+    pub fn end(&self) -> u64 {
+        self.offset + self.len
+    }
+}
+
+/// An image the engine reads from.
+pub trait ImageSource: Send + Sync {
+    /// The image as the user named it, for messages.
+    fn name(&self) -> &str;
+
+    /// Its size in bytes.
+    fn size(&self) -> u64;
+
+    /// Its object size, where it has one: chunks are aligned to it.
+    fn object_size(&self) -> Option<u64> {
+        None
+    }
+
+    /// The snapshot the extents are relative to: `None` means they are relative to an
+    /// empty image (a full copy), `Some(base)` that the destination must already hold `base`.
+    fn base(&self) -> Option<&str> {
+        None
+    }
+
+    /// The extents that may differ from the base, in offset order: data to read, and
+    /// ranges known to be zero. Anything else reads as the base does (zeroes for a full copy).
+    fn extents(&self) -> Result<Vec<Extent>>;
+
+    /// Fills `buf` with the bytes at `offset`.
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<()>;
+}
+
+/// An image the engine writes to. Nothing it writes is visible under its final name
+/// (or as its final snapshot) until [`ImageSink::finish`] succeeds.
+pub trait ImageSink: Send + Sync {
+    /// The image as the user named it, for messages.
+    fn name(&self) -> &str;
+
+    /// Its object size, where it has one.
+    fn object_size(&self) -> Option<u64> {
+        None
+    }
+
+    /// `true` when every byte not written reads as zero (a new image), so full copies
+    /// can skip the source's holes.
+    fn zeroed(&self) -> bool;
+
+    /// Makes the image `size` bytes long.
+    fn resize(&self, size: u64) -> Result<()>;
+
+    /// Reserves space for a range about to be written, where the backend can.
+    fn allocate(&self, _offset: u64, _len: u64) -> Result<()> {
+        Ok(())
+    }
+
+    /// Writes `data` at `offset`.
+    fn write_at(&self, offset: u64, data: &[u8]) -> Result<()>;
+
+    /// Makes `len` bytes at `offset` read as zeroes, as a hole where the backend can.
+    fn write_zeroes(&self, offset: u64, len: u64) -> Result<()>;
+
+    /// Makes everything written so far durable.
+    fn flush(&self) -> Result<()>;
+
+    /// Makes the result durable and visible; called once, after every write succeeded.
+    fn finish(&self) -> Result<()>;
+}

@@ -1,0 +1,105 @@
+//! The library's one error type: every variant names the image, and where it applies the
+//! operation and the offset.
+
+use std::io;
+
+/// A `Result` with rbdcp's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in the library.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// An I/O call on an image failed at an offset.
+    #[error("{op} on {image} at offset {offset}: {err}")]
+    Io {
+        /// The operation, such as `read` or `write`.
+        op: &'static str,
+        /// The image, as the user named it.
+        image: String,
+        /// The byte offset of the request.
+        offset: u64,
+        /// What the system said.
+        err: io::Error,
+    },
+    /// Opening, creating or finishing an image failed.
+    #[error("{op} {image}: {err}")]
+    Open {
+        /// The operation, such as `open` or `create`.
+        op: &'static str,
+        /// The image, as the user named it.
+        image: String,
+        /// What the system said.
+        err: io::Error,
+    },
+    /// The destination exists and `--overwrite` was not given.
+    #[error("{image} already exists (add --overwrite to replace it)")]
+    Exists {
+        /// The destination.
+        image: String,
+    },
+    /// A destination that cannot grow is smaller than the source.
+    #[error("{image} holds {have} bytes, but {need} bytes must be written")]
+    TooSmall {
+        /// The destination.
+        image: String,
+        /// Its size.
+        have: u64,
+        /// The source's size.
+        need: u64,
+    },
+    /// A location on the command line is malformed.
+    #[error("invalid location {text:?}: {reason}")]
+    Location {
+        /// The text as given.
+        text: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The combination asked for cannot be done.
+    #[error("{0}")]
+    Unsupported(String),
+    /// The run was stopped from outside (for example by Ctrl-C).
+    #[error("interrupted")]
+    Interrupted,
+}
+
+impl Error {
+    /// Builds an [`Error::Io`].
+    pub fn io(op: &'static str, image: &str, offset: u64, err: io::Error) -> Self {
+        Error::Io { op, image: image.to_owned(), offset, err }
+    }
+
+    /// Builds an [`Error::Open`].
+    pub fn open(op: &'static str, image: &str, err: io::Error) -> Self {
+        Error::Open { op, image: image.to_owned(), err }
+    }
+
+    /// Whether trying the same call again may succeed (a time-out, an interrupted call).
+    pub fn is_transient(&self) -> bool {
+        let kind = match self {
+            Error::Io { err, .. } | Error::Open { err, .. } => err.kind(),
+            _ => return false,
+        };
+        matches!(
+            kind,
+            io::ErrorKind::TimedOut | io::ErrorKind::Interrupted | io::ErrorKind::WouldBlock
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn io_error_names_op_image_and_offset() {
+        let e = Error::io("write", "/tmp/x.img", 4096, io::Error::from_raw_os_error(28));
+        let s = e.to_string();
+        assert!(s.starts_with("write on /tmp/x.img at offset 4096: "), "{s}");
+        assert!(s.contains("No space left"), "{s}");
+        assert!(!e.is_transient());
+        let t = Error::io("read", "a", 0, io::ErrorKind::TimedOut.into());
+        assert!(t.is_transient());
+    }
+}

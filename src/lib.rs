@@ -1,0 +1,16 @@
+//! rbdcp: fast, parallel, rate-limited copies of Ceph RBD images and raw block images.
+//!
+//! The layers, from the bottom: [`engine`] plans extents into chunks and runs them on a
+//! worker pool behind the [`ImageSource`]/[`ImageSink`] traits; [`backend`] implements those
+//! traits for local files and devices (and, in memory, for tests); [`location`] parses the
+//! command line's image names. The `rbdcp` binary is a thin layer over this library.
+
+pub mod backend;
+pub mod engine;
+pub mod error;
+pub mod location;
+pub mod size;
+
+pub use engine::{Extent, ImageSink, ImageSource};
+pub use error::{Error, Result};
+pub use location::{Location, RbdSpec};

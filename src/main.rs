@@ -1,0 +1,27 @@
+//! The `rbdcp` command: parses arguments, runs the job, prints one error, sets the exit status.
+
+mod cli;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let args = cli::args::Cli::parse();
+    let json = cli::wants_json(&args.command);
+    match cli::run(args.command) {
+        Ok(code) => code,
+        Err(err) => {
+            let message = format!("{err:#}");
+            if json && err.downcast_ref::<cli::Differ>().is_none() {
+                cli::print_json_error(&message);
+            }
+            eprintln!("rbdcp: {message}");
+            if err.downcast_ref::<cli::Usage>().is_some() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+    }
+}

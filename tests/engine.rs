@@ -1,0 +1,135 @@
+//! The copy engine's laws, on the in-memory backend: a copy equals its source byte for byte,
+//! keeps holes, stops at the first error, and ends with the watermark at the image size.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use proptest::prelude::*;
+use proptest::test_runner::FileFailurePersistence;
+use rbdcp::backend::mem::{MemImage, BLOCK};
+use rbdcp::engine::{check_sums, compare, copy, Options, Progress, Silent, Throttle};
+use rbdcp::{Error, ImageSource};
+
+mod util;
+
+/// A source of `size` bytes with data at the given blocks; some blocks hold only zeroes.
+fn source(size: u64, blocks: &[(u64, u8)]) -> MemImage {
+    let img = MemImage::new("src", size);
+    for &(b, kind) in blocks {
+        let offset = (b * BLOCK).min(size.saturating_sub(1));
+        let len = (BLOCK.min(size - offset)) as usize;
+        let data = if kind == 0 { vec![0; len] } else { util::noise(b * 31 + u64::from(kind), len) };
+        img.put(offset, &data);
+    }
+    img
+}
+
+fn opts(jobs: usize, chunk: u64) -> Options {
+    Options { jobs, chunk_size: chunk, preallocate: true }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: 64,
+        failure_persistence: Some(Box::new(FileFailurePersistence::Direct("tests/engine.proptest-regressions"))),
+        ..ProptestConfig::default()
+    })]
+
+    /// A copy equals its source, byte for byte, and holes stay holes.
+    #[test]
+    fn copy_equals_source_and_keeps_holes(
+        blocks in prop::collection::vec((0u64..256, 0u8..4), 0..40),
+        size_blocks in 1u64..256,
+        tail in 0u64..BLOCK,
+        chunk_blocks in 1u64..40,
+        jobs in 1usize..9,
+        dirty in any::<bool>(),
+    ) {
+        let size = size_blocks * BLOCK + tail;
+        let src = source(size, &blocks);
+        let dst = if dirty { MemImage::filled("dst", size + tail, 0xAB) } else { MemImage::new("dst", 0) };
+        let report = copy(&src, &dst, &opts(jobs, chunk_blocks * BLOCK), &Throttle::new(Default::default()), &Silent).unwrap();
+        prop_assert!(dst.finished());
+        prop_assert_eq!(dst.bytes(), src.bytes());
+        let (bytes, nblocks, chunk) = (src.bytes(), size.div_ceil(BLOCK), chunk_blocks * BLOCK);
+        let nonzero = |from: u64, to: u64| bytes[from as usize..to.min(size) as usize].iter().any(|&x| x != 0);
+        for b in 0..nblocks {
+            if nonzero(b * BLOCK, (b + 1) * BLOCK) {
+                prop_assert!(dst.allocated(b), "block {} lost its data", b);
+            } else if !dirty && dst.allocated(b) {
+                // Only a block the source had, inside a chunk that holds data, may be written.
+                let start = b * BLOCK / chunk * chunk;
+                prop_assert!(src.allocated(b) && nonzero(start, start + chunk), "block {} of zeroes was written", b);
+            }
+        }
+        prop_assert_eq!(report.bytes_read, src.extents().unwrap().iter().map(|e| e.len).sum::<u64>());
+        let check = check_sums(&dst, &report.sums, jobs, &Silent).unwrap();
+        prop_assert!(check.identical());
+        let cmp = compare(&src, &dst, jobs, chunk_blocks * BLOCK, &Silent).unwrap();
+        prop_assert!(cmp.identical());
+    }
+}
+
+#[test]
+fn a_source_error_stops_the_copy_and_nothing_is_finished() {
+    let size = 64 * BLOCK;
+    let src = source(size, &(0..64).map(|b| (b, 1)).collect::<Vec<_>>()).failing_at(40 * BLOCK + 7);
+    let dst = MemImage::new("dst", 0);
+    let err = copy(&src, &dst, &opts(4, 4 * BLOCK), &Throttle::new(Default::default()), &Silent).unwrap_err();
+    assert!(matches!(err, Error::Io { op: "read", offset, .. } if offset == 40 * BLOCK), "{err}");
+    assert_eq!(err.to_string(), format!("read on src at offset {}: injected failure", 40 * BLOCK));
+    assert!(!dst.finished());
+}
+
+#[test]
+fn a_sink_error_names_the_write_and_its_offset() {
+    let src = source(16 * BLOCK, &(0..16).map(|b| (b, 1)).collect::<Vec<_>>());
+    let dst = MemImage::new("dst", 0).failing_at(9 * BLOCK);
+    let err = copy(&src, &dst, &opts(2, BLOCK), &Throttle::new(Default::default()), &Silent).unwrap_err();
+    assert_eq!(err.to_string(), format!("write on dst at offset {}: injected failure", 9 * BLOCK));
+    assert!(!dst.finished());
+}
+
+#[derive(Default)]
+struct Record {
+    total: AtomicU64,
+    done: AtomicU64,
+    marks: Mutex<Vec<u64>>,
+}
+
+impl Progress for Record {
+    fn start(&self, total: u64) {
+        self.total.store(total, Ordering::Relaxed);
+    }
+    fn advance(&self, bytes: u64) {
+        self.done.fetch_add(bytes, Ordering::Relaxed);
+    }
+    fn mark(&self, offset: u64) {
+        self.marks.lock().unwrap().push(offset);
+    }
+}
+
+#[test]
+fn progress_covers_the_plan_and_the_watermark_reaches_the_end() {
+    let size = 300 * BLOCK;
+    let src = source(size, &[(3, 1), (100, 1), (101, 1), (250, 2)]);
+    let dst = MemImage::filled("dst", size, 0xCD);
+    let rec = Record::default();
+    let report = copy(&src, &dst, &opts(8, 8 * BLOCK), &Throttle::new(Default::default()), &rec).unwrap();
+    // A dirty destination gets the holes zeroed too, so the whole image is covered.
+    assert_eq!(rec.total.load(Ordering::Relaxed), size);
+    assert_eq!(rec.done.load(Ordering::Relaxed), size);
+    assert_eq!(report.bytes_read + report.bytes_zero, size);
+    assert_eq!(rec.marks.lock().unwrap().iter().max(), Some(&size));
+}
+
+#[test]
+fn chunks_follow_the_object_size() {
+    let size = 64 * BLOCK;
+    let src = source(size, &(0..64).map(|b| (b, 1)).collect::<Vec<_>>()).with_object_size(16 * BLOCK);
+    let dst = MemImage::new("dst", 0);
+    // 3 blocks neither divides nor is a multiple of 16: the chunk becomes 16 blocks.
+    let report = copy(&src, &dst, &opts(2, 3 * BLOCK), &Throttle::new(Default::default()), &Silent).unwrap();
+    assert_eq!(report.chunks, 4);
+    assert_eq!(dst.bytes(), src.bytes());
+}
