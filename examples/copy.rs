@@ -14,8 +14,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let source = open_source(&src)?;
     let sink = open_sink(&dst, &SinkOptions { overwrite: false })?;
     // At most 200 MiB/s, the default 4 MiB chunks and 16 workers.
-    let throttle = Throttle::new(Limits { bytes_per_second: Some(200 << 20), ops_per_second: None });
-    let report = copy(source.as_ref(), sink.as_ref(), &Options::default(), &throttle, &Silent)?;
+    let throttle = Throttle::new(Limits {
+        bytes_per_second: Some(200 << 20),
+        ops_per_second: None,
+    });
+    let report = copy(
+        source.as_ref(),
+        sink.as_ref(),
+        &Options::default(),
+        &throttle,
+        &Silent,
+    )?;
     println!(
         "{src} -> {dst}: {} bytes read, {} written, {} zeroed in {:.2} s",
         report.bytes_read, report.bytes_written, report.bytes_zero, report.seconds

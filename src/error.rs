@@ -67,12 +67,21 @@ pub enum Error {
 impl Error {
     /// Builds an [`Error::Io`].
     pub fn io(op: &'static str, image: &str, offset: u64, err: io::Error) -> Self {
-        Error::Io { op, image: image.to_owned(), offset, err }
+        Error::Io {
+            op,
+            image: image.to_owned(),
+            offset,
+            err,
+        }
     }
 
     /// Builds an [`Error::Open`].
     pub fn open(op: &'static str, image: &str, err: io::Error) -> Self {
-        Error::Open { op, image: image.to_owned(), err }
+        Error::Open {
+            op,
+            image: image.to_owned(),
+            err,
+        }
     }
 
     /// Whether trying the same call again may succeed (a time-out, an interrupted call).
@@ -94,7 +103,12 @@ mod tests {
 
     #[test]
     fn io_error_names_op_image_and_offset() {
-        let e = Error::io("write", "/tmp/x.img", 4096, io::Error::from_raw_os_error(28));
+        let e = Error::io(
+            "write",
+            "/tmp/x.img",
+            4096,
+            io::Error::from_raw_os_error(28),
+        );
         let s = e.to_string();
         assert!(s.starts_with("write on /tmp/x.img at offset 4096: "), "{s}");
         assert!(s.contains("No space left"), "{s}");

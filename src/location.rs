@@ -40,7 +40,10 @@ pub struct RbdSpec {
 impl RbdSpec {
     /// The same image without a snapshot: where writes go.
     pub fn head(&self) -> RbdSpec {
-        RbdSpec { snap: None, ..self.clone() }
+        RbdSpec {
+            snap: None,
+            ..self.clone()
+        }
     }
 }
 
@@ -87,13 +90,22 @@ impl FromStr for Location {
 }
 
 fn bad(text: &str, reason: impl Into<String>) -> Error {
-    Error::Location { text: redact(text), reason: reason.into() }
+    Error::Location {
+        text: redact(text),
+        reason: reason.into(),
+    }
 }
 
 /// Hides the value of any `key=` option: a secret never reaches an error message.
 fn redact(text: &str) -> String {
     text.split(':')
-        .map(|field| if field.starts_with("key=") { "key=<hidden>" } else { field })
+        .map(|field| {
+            if field.starts_with("key=") {
+                "key=<hidden>"
+            } else {
+                field
+            }
+        })
         .collect::<Vec<_>>()
         .join(":")
 }
@@ -123,13 +135,24 @@ fn parse_rbd(text: &str, rest: &str) -> Result<RbdSpec, Error> {
     let (pool, namespace, image) = match parts.as_slice() {
         [pool, image] => (*pool, None, *image),
         [pool, ns, image] => (*pool, Some(*ns), *image),
-        _ => return Err(bad(text, "expected rbd:POOL/IMAGE or rbd:POOL/NAMESPACE/IMAGE")),
+        _ => {
+            return Err(bad(
+                text,
+                "expected rbd:POOL/IMAGE or rbd:POOL/NAMESPACE/IMAGE",
+            ))
+        }
     };
     if pool.is_empty() || image.is_empty() || namespace == Some("") {
-        return Err(bad(text, "the pool, namespace and image names must not be empty"));
+        return Err(bad(
+            text,
+            "the pool, namespace and image names must not be empty",
+        ));
     }
     if snap == Some("") || snap.is_some_and(|s| s.contains('@')) {
-        return Err(bad(text, "the snapshot name after '@' must be one non-empty name"));
+        return Err(bad(
+            text,
+            "the snapshot name after '@' must be one non-empty name",
+        ));
     }
     spec.pool = pool.to_owned();
     spec.namespace = namespace.map(str::to_owned);
@@ -146,7 +169,12 @@ fn parse_rbd(text: &str, rest: &str) -> Result<RbdSpec, Error> {
             "conf" => spec.conf = Some(value.into()),
             "id" => spec.id = Some(value.strip_prefix("client.").unwrap_or(value).to_owned()),
             "keyring" => spec.keyring = Some(value.into()),
-            _ => return Err(bad(text, format!("unknown option {key:?} (known: conf, id, keyring)"))),
+            _ => {
+                return Err(bad(
+                    text,
+                    format!("unknown option {key:?} (known: conf, id, keyring)"),
+                ))
+            }
         }
     }
     Ok(spec)
@@ -166,8 +194,14 @@ mod tests {
     #[test]
     fn plain_paths_and_stdio() {
         assert_eq!("-".parse::<Location>().unwrap(), Location::Stdio);
-        assert_eq!("/dev/sdb".parse::<Location>().unwrap(), Location::Path("/dev/sdb".into()));
-        assert_eq!("pool/img".parse::<Location>().unwrap(), Location::Path("pool/img".into()));
+        assert_eq!(
+            "/dev/sdb".parse::<Location>().unwrap(),
+            Location::Path("/dev/sdb".into())
+        );
+        assert_eq!(
+            "pool/img".parse::<Location>().unwrap(),
+            Location::Path("pool/img".into())
+        );
         assert!("".parse::<Location>().is_err());
     }
 
@@ -215,7 +249,10 @@ mod tests {
 
     #[test]
     fn errors_never_echo_a_secret_key() {
-        let err = "rbd:p/img:key=AQBsecret".parse::<Location>().unwrap_err().to_string();
+        let err = "rbd:p/img:key=AQBsecret"
+            .parse::<Location>()
+            .unwrap_err()
+            .to_string();
         assert!(!err.contains("AQBsecret"), "{err}");
         assert!(err.contains("key=<hidden>"), "{err}");
     }

@@ -8,7 +8,9 @@ pub fn parse(text: &str) -> Result<u64, String> {
     parse_size::Config::new()
         .with_binary()
         .parse_size(t)
-        .map_err(|e| format!("{text:?} is not a size ({e}); write it as 4096, 4K, 4M, 1G or 200MiB"))
+        .map_err(|e| {
+            format!("{text:?} is not a size ({e}); write it as 4096, 4K, 4M, 1G or 200MiB")
+        })
 }
 
 /// Parses a byte count that must be above zero.

@@ -26,7 +26,11 @@ fn usage_errors_exit_2() {
     expect(rbdcp(d).args(["copy", "a", "b", "--bps-limit", "fast"]), 2);
     expect(rbdcp(d).args(["copy", "a", "b", "--chunk-size", "1k"]), 2);
     let out = expect(rbdcp(d).args(["copy", "rbd:pool", "b"]), 2);
-    assert!(stderr(&out).contains("invalid location \"rbd:pool\""), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("invalid location \"rbd:pool\""),
+        "{}",
+        stderr(&out)
+    );
     let out = expect(rbdcp(d).args(["copy", "a", "a"]), 2);
     assert!(stderr(&out).contains("same image"), "{}", stderr(&out));
 }
@@ -34,7 +38,10 @@ fn usage_errors_exit_2() {
 #[test]
 fn a_secret_key_is_never_echoed() {
     let dir = tempfile::tempdir().unwrap();
-    let out = expect(rbdcp(dir.path()).args(["copy", "rbd:p/i:key=AQDsecretsecret==", "x"]), 2);
+    let out = expect(
+        rbdcp(dir.path()).args(["copy", "rbd:p/i:key=AQDsecretsecret==", "x"]),
+        2,
+    );
     assert!(!stderr(&out).contains("AQDsecret"), "{}", stderr(&out));
 }
 
@@ -43,10 +50,23 @@ fn help_explains_every_flag_and_the_exit_codes() {
     let dir = tempfile::tempdir().unwrap();
     let out = expect(rbdcp(dir.path()).args(["copy", "--help"]), 0);
     let help = stdout(&out);
-    for flag in ["--jobs", "--chunk-size", "--bps-limit", "--iops-limit", "--verify", "--overwrite", "--json", "--no-progress", "--no-preallocate"] {
+    for flag in [
+        "--jobs",
+        "--chunk-size",
+        "--bps-limit",
+        "--iops-limit",
+        "--verify",
+        "--overwrite",
+        "--json",
+        "--no-progress",
+        "--no-preallocate",
+    ] {
         assert!(help.contains(flag), "copy --help lacks {flag}");
     }
-    assert!(help.contains("Exit status: 0 success, 1 the job failed"), "{help}");
+    assert!(
+        help.contains("Exit status: 0 success, 1 the job failed"),
+        "{help}"
+    );
     assert!(help.contains("rbd:POOL[/NAMESPACE]/IMAGE[@SNAP]"), "{help}");
 }
 
@@ -54,7 +74,10 @@ fn help_explains_every_flag_and_the_exit_codes() {
 fn a_missing_source_exits_1_and_names_it() {
     let dir = tempfile::tempdir().unwrap();
     let out = expect(rbdcp(dir.path()).args(["copy", "nope.img", "out.img"]), 1);
-    assert_eq!(stderr(&out), "rbdcp: open nope.img: No such file or directory (os error 2)\n");
+    assert_eq!(
+        stderr(&out),
+        "rbdcp: open nope.img: No such file or directory (os error 2)\n"
+    );
     assert!(!dir.path().join("out.img").exists());
 }
 
@@ -62,9 +85,16 @@ fn a_missing_source_exits_1_and_names_it() {
 fn copy_reports_json_and_refuses_to_overwrite() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    util::sparse_file(&d.join("src.img"), 256 * M, &[(0, 5 * M as usize), (100 * M, 3 * M as usize)]);
+    util::sparse_file(
+        &d.join("src.img"),
+        256 * M,
+        &[(0, 5 * M as usize), (100 * M, 3 * M as usize)],
+    );
     util::put(&d.join("src.img"), 200 * M, &vec![0; 4 * M as usize]);
-    let out = expect(rbdcp(d).args(["copy", "src.img", "dst.img", "--json", "-j", "3"]), 0);
+    let out = expect(
+        rbdcp(d).args(["copy", "src.img", "dst.img", "--json", "-j", "3"]),
+        0,
+    );
     let v: Value = serde_json::from_str(&stdout(&out)).unwrap();
     assert_eq!(v["size"], 256 * M);
     assert_eq!(v["bytes_read"], 12 * M);
@@ -73,17 +103,39 @@ fn copy_reports_json_and_refuses_to_overwrite() {
     assert_eq!(v["extents"], 3);
     assert_eq!(v["chunks"], 4);
     assert_eq!(v["verified"], Value::Null);
-    let (secs, rate) = (v["seconds"].as_f64().unwrap(), v["bytes_per_second"].as_f64().unwrap());
-    assert!(secs > 0.0 && (rate * secs - (16 * M) as f64).abs() < 1.0, "{v}");
+    let (secs, rate) = (
+        v["seconds"].as_f64().unwrap(),
+        v["bytes_per_second"].as_f64().unwrap(),
+    );
+    assert!(
+        secs > 0.0 && (rate * secs - (16 * M) as f64).abs() < 1.0,
+        "{v}"
+    );
     assert!(util::same_bytes(&d.join("src.img"), &d.join("dst.img")));
 
     let out = expect(rbdcp(d).args(["copy", "src.img", "dst.img"]), 1);
-    assert_eq!(stderr(&out), "rbdcp: dst.img already exists (add --overwrite to replace it)\n");
+    assert_eq!(
+        stderr(&out),
+        "rbdcp: dst.img already exists (add --overwrite to replace it)\n"
+    );
     let out = expect(rbdcp(d).args(["copy", "src.img", "dst.img", "--json"]), 1);
     let v: Value = serde_json::from_str(&stdout(&out)).unwrap();
-    assert!(v["error"].as_str().unwrap().contains("already exists"), "{v}");
+    assert!(
+        v["error"].as_str().unwrap().contains("already exists"),
+        "{v}"
+    );
 
-    let out = expect(rbdcp(d).args(["copy", "src.img", "dst.img", "--overwrite", "--verify", "--json"]), 0);
+    let out = expect(
+        rbdcp(d).args([
+            "copy",
+            "src.img",
+            "dst.img",
+            "--overwrite",
+            "--verify",
+            "--json",
+        ]),
+        0,
+    );
     let v: Value = serde_json::from_str(&stdout(&out)).unwrap();
     assert_eq!(v["verified"], true);
 }
@@ -95,13 +147,30 @@ fn verify_finds_the_first_differing_offsets() {
     util::sparse_file(&d.join("a.img"), 64 * M, &[(0, 10 * M as usize)]);
     util::sparse_file(&d.join("b.img"), 64 * M, &[(0, 10 * M as usize)]);
     let out = expect(rbdcp(d).args(["verify", "a.img", "b.img"]), 0);
-    assert!(stdout(&out).starts_with("identical: 67108864 bytes"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).starts_with("identical: 67108864 bytes"),
+        "{}",
+        stdout(&out)
+    );
 
     util::put(&d.join("b.img"), 9 * M + 5, b"x");
     util::put(&d.join("b.img"), 40 * M, b"y"); // in a hole of a.img
     let out = expect(rbdcp(d).args(["verify", "a.img", "b.img"]), 1);
-    assert_eq!(stdout(&out), format!("differ at offset {} length {}\ndiffer at offset {} length {}\n", 8 * M, 2 * M, 40 * M, 4096));
-    assert!(stderr(&out).contains("a.img and b.img differ: 2 chunk(s) differ"), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out),
+        format!(
+            "differ at offset {} length {}\ndiffer at offset {} length {}\n",
+            8 * M,
+            2 * M,
+            40 * M,
+            4096
+        )
+    );
+    assert!(
+        stderr(&out).contains("a.img and b.img differ: 2 chunk(s) differ"),
+        "{}",
+        stderr(&out)
+    );
 
     let out = expect(rbdcp(d).args(["verify", "a.img", "b.img", "--json"]), 1);
     let v: Value = serde_json::from_str(&stdout(&out)).unwrap();
@@ -109,18 +178,34 @@ fn verify_finds_the_first_differing_offsets() {
     assert_eq!(v["differing_chunks"], 2);
     assert_eq!(v["first_differences"][0]["offset"], 8 * M);
 
-    std::fs::File::options().write(true).open(d.join("b.img")).unwrap().set_len(65 * M).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(d.join("b.img"))
+        .unwrap()
+        .set_len(65 * M)
+        .unwrap();
     let out = expect(rbdcp(d).args(["verify", "a.img", "b.img"]), 1);
-    assert!(stdout(&out).starts_with("sizes differ: a.img holds 67108864 bytes, b.img 68157440"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).starts_with("sizes differ: a.img holds 67108864 bytes, b.img 68157440"),
+        "{}",
+        stdout(&out)
+    );
 }
 
 #[test]
 fn diff_lists_data_extents_like_rbd_diff() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    util::sparse_file(&d.join("a.img"), 1 << 30, &[(4 * M, 4 * M as usize), (512 * M, 65536)]);
+    util::sparse_file(
+        &d.join("a.img"),
+        1 << 30,
+        &[(4 * M, 4 * M as usize), (512 * M, 65536)],
+    );
     let out = expect(rbdcp(d).args(["diff", "a.img"]), 0);
-    assert_eq!(stdout(&out), "Offset     Length   Type\n4194304    4194304  data\n536870912  65536    data\n");
+    assert_eq!(
+        stdout(&out),
+        "Offset     Length   Type\n4194304    4194304  data\n536870912  65536    data\n"
+    );
     let out = expect(rbdcp(d).args(["diff", "a.img", "--format", "json"]), 0);
     let v: Value = serde_json::from_str(&stdout(&out)).unwrap();
     assert_eq!(
@@ -138,9 +223,24 @@ fn a_bps_limit_holds_within_ten_percent() {
     let d = dir.path();
     // 12 MiB at 4 MiB/s: about three seconds.
     util::sparse_file(&d.join("a.img"), 64 * M, &[(0, 12 * M as usize)]);
-    let out = expect(rbdcp(d).args(["copy", "a.img", "b.img", "--bps-limit", "4M", "--chunk-size", "1M", "--json"]), 0);
+    let out = expect(
+        rbdcp(d).args([
+            "copy",
+            "a.img",
+            "b.img",
+            "--bps-limit",
+            "4M",
+            "--chunk-size",
+            "1M",
+            "--json",
+        ]),
+        0,
+    );
     let v: Value = serde_json::from_str(&stdout(&out)).unwrap();
     let rate = v["bytes_read"].as_f64().unwrap() / v["seconds"].as_f64().unwrap();
     let ratio = rate / (4 * M) as f64;
-    assert!((0.9..=1.1).contains(&ratio), "measured {rate:.0} B/s, {ratio:.3} of the limit");
+    assert!(
+        (0.9..=1.1).contains(&ratio),
+        "measured {rate:.0} B/s, {ratio:.3} of the limit"
+    );
 }

@@ -18,14 +18,22 @@ fn source(size: u64, blocks: &[(u64, u8)]) -> MemImage {
     for &(b, kind) in blocks {
         let offset = (b * BLOCK).min(size.saturating_sub(1));
         let len = (BLOCK.min(size - offset)) as usize;
-        let data = if kind == 0 { vec![0; len] } else { util::noise(b * 31 + u64::from(kind), len) };
+        let data = if kind == 0 {
+            vec![0; len]
+        } else {
+            util::noise(b * 31 + u64::from(kind), len)
+        };
         img.put(offset, &data);
     }
     img
 }
 
 fn opts(jobs: usize, chunk: u64) -> Options {
-    Options { jobs, chunk_size: chunk, preallocate: true }
+    Options {
+        jobs,
+        chunk_size: chunk,
+        preallocate: true,
+    }
 }
 
 proptest! {
@@ -75,9 +83,22 @@ fn a_source_error_stops_the_copy_and_nothing_is_finished() {
     let size = 64 * BLOCK;
     let src = source(size, &(0..64).map(|b| (b, 1)).collect::<Vec<_>>()).failing_at(40 * BLOCK + 7);
     let dst = MemImage::new("dst", 0);
-    let err = copy(&src, &dst, &opts(4, 4 * BLOCK), &Throttle::new(Default::default()), &Silent).unwrap_err();
-    assert!(matches!(err, Error::Io { op: "read", offset, .. } if offset == 40 * BLOCK), "{err}");
-    assert_eq!(err.to_string(), format!("read on src at offset {}: injected failure", 40 * BLOCK));
+    let err = copy(
+        &src,
+        &dst,
+        &opts(4, 4 * BLOCK),
+        &Throttle::new(Default::default()),
+        &Silent,
+    )
+    .unwrap_err();
+    assert!(
+        matches!(err, Error::Io { op: "read", offset, .. } if offset == 40 * BLOCK),
+        "{err}"
+    );
+    assert_eq!(
+        err.to_string(),
+        format!("read on src at offset {}: injected failure", 40 * BLOCK)
+    );
     assert!(!dst.finished());
 }
 
@@ -85,8 +106,18 @@ fn a_source_error_stops_the_copy_and_nothing_is_finished() {
 fn a_sink_error_names_the_write_and_its_offset() {
     let src = source(16 * BLOCK, &(0..16).map(|b| (b, 1)).collect::<Vec<_>>());
     let dst = MemImage::new("dst", 0).failing_at(9 * BLOCK);
-    let err = copy(&src, &dst, &opts(2, BLOCK), &Throttle::new(Default::default()), &Silent).unwrap_err();
-    assert_eq!(err.to_string(), format!("write on dst at offset {}: injected failure", 9 * BLOCK));
+    let err = copy(
+        &src,
+        &dst,
+        &opts(2, BLOCK),
+        &Throttle::new(Default::default()),
+        &Silent,
+    )
+    .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!("write on dst at offset {}: injected failure", 9 * BLOCK)
+    );
     assert!(!dst.finished());
 }
 
@@ -115,7 +146,14 @@ fn progress_covers_the_plan_and_the_watermark_reaches_the_end() {
     let src = source(size, &[(3, 1), (100, 1), (101, 1), (250, 2)]);
     let dst = MemImage::filled("dst", size, 0xCD);
     let rec = Record::default();
-    let report = copy(&src, &dst, &opts(8, 8 * BLOCK), &Throttle::new(Default::default()), &rec).unwrap();
+    let report = copy(
+        &src,
+        &dst,
+        &opts(8, 8 * BLOCK),
+        &Throttle::new(Default::default()),
+        &rec,
+    )
+    .unwrap();
     // A dirty destination gets the holes zeroed too, so the whole image is covered.
     assert_eq!(rec.total.load(Ordering::Relaxed), size);
     assert_eq!(rec.done.load(Ordering::Relaxed), size);
@@ -126,10 +164,18 @@ fn progress_covers_the_plan_and_the_watermark_reaches_the_end() {
 #[test]
 fn chunks_follow_the_object_size() {
     let size = 64 * BLOCK;
-    let src = source(size, &(0..64).map(|b| (b, 1)).collect::<Vec<_>>()).with_object_size(16 * BLOCK);
+    let src =
+        source(size, &(0..64).map(|b| (b, 1)).collect::<Vec<_>>()).with_object_size(16 * BLOCK);
     let dst = MemImage::new("dst", 0);
     // 3 blocks neither divides nor is a multiple of 16: the chunk becomes 16 blocks.
-    let report = copy(&src, &dst, &opts(2, 3 * BLOCK), &Throttle::new(Default::default()), &Silent).unwrap();
+    let report = copy(
+        &src,
+        &dst,
+        &opts(2, 3 * BLOCK),
+        &Throttle::new(Default::default()),
+        &Silent,
+    )
+    .unwrap();
     assert_eq!(report.chunks, 4);
     assert_eq!(dst.bytes(), src.bytes());
 }

@@ -14,12 +14,20 @@ const M: u64 = 1 << 20;
 
 fn run(src: &dyn ImageSource, dst: &Path, overwrite: bool) -> rbdcp::Result<rbdcp::engine::Report> {
     let sink = FileSink::create(dst, &SinkOptions { overwrite })?;
-    copy(src, &sink, &Options::default(), &Throttle::new(Default::default()), &Silent)
+    copy(
+        src,
+        &sink,
+        &Options::default(),
+        &Throttle::new(Default::default()),
+        &Silent,
+    )
 }
 
 fn entries(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> =
-        std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
     names.sort();
     names
 }
@@ -28,7 +36,11 @@ fn entries(dir: &Path) -> Vec<String> {
 fn a_1_tib_sparse_file_copies_only_its_data() {
     let dir = tempfile::tempdir().unwrap();
     let (src, dst) = (dir.path().join("big.img"), dir.path().join("copy.img"));
-    let extents = [(0, 3 * M as usize), (300 << 30, 2 * M as usize), ((1 << 40) - M, M as usize)];
+    let extents = [
+        (0, 3 * M as usize),
+        (300 << 30, 2 * M as usize),
+        ((1 << 40) - M, M as usize),
+    ];
     util::sparse_file(&src, 1 << 40, &extents);
     let source = FileSource::open(&src).unwrap();
     let found = source.extents().unwrap();
@@ -38,11 +50,18 @@ fn a_1_tib_sparse_file_copies_only_its_data() {
     assert_eq!(report.bytes_read, 6 * M);
     assert_eq!(report.bytes_written, 6 * M);
     assert_eq!(std::fs::metadata(&dst).unwrap().len(), 1 << 40);
-    assert!(util::allocated(&dst) <= 8 * M, "{} bytes allocated", util::allocated(&dst));
+    assert!(
+        util::allocated(&dst) <= 8 * M,
+        "{} bytes allocated",
+        util::allocated(&dst)
+    );
     for &(offset, len) in &extents {
         let (mut a, mut b) = (vec![0; len], vec![0; len]);
         source.read_at(offset, &mut a).unwrap();
-        FileSource::open(&dst).unwrap().read_at(offset, &mut b).unwrap();
+        FileSource::open(&dst)
+            .unwrap()
+            .read_at(offset, &mut b)
+            .unwrap();
         assert!(a == b, "data at {offset} differs");
     }
 }
@@ -54,11 +73,21 @@ fn zero_chunks_become_holes() {
     util::sparse_file(&src, 64 * M, &[(0, 4 * M as usize)]);
     util::put(&src, 16 * M, &vec![0; 8 * M as usize]); // allocated, but all zeroes
     let source = FileSource::open(&src).unwrap();
-    assert_eq!(source.extents().unwrap().iter().map(|e| e.len).sum::<u64>(), 12 * M);
+    assert_eq!(
+        source.extents().unwrap().iter().map(|e| e.len).sum::<u64>(),
+        12 * M
+    );
     let report = run(&source, &dst, false).unwrap();
-    assert_eq!((report.bytes_read, report.bytes_written, report.bytes_zero), (12 * M, 4 * M, 8 * M));
+    assert_eq!(
+        (report.bytes_read, report.bytes_written, report.bytes_zero),
+        (12 * M, 4 * M, 8 * M)
+    );
     assert!(util::same_bytes(&src, &dst));
-    assert!(util::allocated(&dst) <= 5 * M, "{} bytes allocated", util::allocated(&dst));
+    assert!(
+        util::allocated(&dst) <= 5 * M,
+        "{} bytes allocated",
+        util::allocated(&dst)
+    );
 }
 
 #[test]
@@ -69,7 +98,11 @@ fn a_failed_copy_leaves_nothing_behind() {
     src.put(0, &util::noise(1, 64 * M as usize));
     let err = run(&src, &dst, false).unwrap_err();
     assert!(matches!(err, Error::Io { op: "read", .. }), "{err}");
-    assert!(entries(dir.path()).is_empty(), "left: {:?}", entries(dir.path()));
+    assert!(
+        entries(dir.path()).is_empty(),
+        "left: {:?}",
+        entries(dir.path())
+    );
 }
 
 #[test]
@@ -90,5 +123,8 @@ fn an_existing_destination_is_kept_unless_overwrite() {
 #[test]
 fn a_missing_source_is_named_in_the_error() {
     let err = FileSource::open(Path::new("/nonexistent/x.img")).unwrap_err();
-    assert_eq!(err.to_string(), "open /nonexistent/x.img: No such file or directory (os error 2)");
+    assert_eq!(
+        err.to_string(),
+        "open /nonexistent/x.img: No such file or directory (os error 2)"
+    );
 }

@@ -34,16 +34,28 @@ impl FileSource {
         let meta = file.metadata().map_err(|e| Error::open("stat", &name, e))?;
         let device = meta.file_type().is_block_device();
         if meta.is_dir() {
-            return Err(Error::Unsupported(format!("{name} is a directory, not an image")));
+            return Err(Error::Unsupported(format!(
+                "{name} is a directory, not an image"
+            )));
         }
-        let size = if device { device_size(&file, &name)? } else { meta.len() };
-        Ok(FileSource { file, name, size, device })
+        let size = if device {
+            device_size(&file, &name)?
+        } else {
+            meta.len()
+        };
+        Ok(FileSource {
+            file,
+            name,
+            size,
+            device,
+        })
     }
 }
 
 fn device_size(file: &File, name: &str) -> Result<u64> {
     let mut f = file;
-    f.seek(SeekFrom::End(0)).map_err(|e| Error::open("size of", name, e))
+    f.seek(SeekFrom::End(0))
+        .map_err(|e| Error::open("size of", name, e))
 }
 
 impl ImageSource for FileSource {
@@ -83,7 +95,9 @@ impl ImageSource for FileSource {
     }
 
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
-        self.file.read_exact_at(buf, offset).map_err(|e| Error::io("read", &self.name, offset, e))
+        self.file
+            .read_exact_at(buf, offset)
+            .map_err(|e| Error::io("read", &self.name, offset, e))
     }
 }
 
@@ -108,7 +122,9 @@ impl FileSink {
         let name = path.display().to_string();
         let mode = match fs::metadata(path) {
             Ok(meta) if meta.is_dir() => {
-                return Err(Error::Unsupported(format!("{name} is a directory, not an image")));
+                return Err(Error::Unsupported(format!(
+                    "{name} is a directory, not an image"
+                )));
             }
             Ok(_) if !opts.overwrite => return Err(Error::Exists { image: name }),
             Ok(meta) if meta.file_type().is_block_device() => None,
@@ -117,14 +133,20 @@ impl FileSink {
             Err(e) => return Err(Error::open("stat", &name, e)),
         };
         let Some(mode) = mode else {
-            let file = OpenOptions::new().write(true).open(path).map_err(|e| Error::open("open", &name, e))?;
+            let file = OpenOptions::new()
+                .write(true)
+                .open(path)
+                .map_err(|e| Error::open("open", &name, e))?;
             return Ok(FileSink::new(file, name, path, None, true, opts.overwrite));
         };
         let dir = match path.parent() {
             Some(p) if !p.as_os_str().is_empty() => p,
             _ => Path::new("."),
         };
-        let base = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let base = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let temp = tempfile::Builder::new()
             .prefix(&format!(".{base}."))
             .suffix(".rbdcp-partial")
@@ -132,10 +154,24 @@ impl FileSink {
             .tempfile_in(dir)
             .map_err(|e| Error::open("create a temporary file for", &name, e))?;
         let (file, temp) = temp.into_parts();
-        Ok(FileSink::new(file, name, path, Some(temp), false, opts.overwrite))
+        Ok(FileSink::new(
+            file,
+            name,
+            path,
+            Some(temp),
+            false,
+            opts.overwrite,
+        ))
     }
 
-    fn new(file: File, name: String, target: &Path, temp: Option<TempPath>, device: bool, overwrite: bool) -> Self {
+    fn new(
+        file: File,
+        name: String,
+        target: &Path,
+        temp: Option<TempPath>,
+        device: bool,
+        overwrite: bool,
+    ) -> Self {
         FileSink {
             file,
             name,
@@ -160,7 +196,10 @@ impl FileSink {
 }
 
 fn unsupported(e: rustix::io::Errno) -> bool {
-    matches!(e, rustix::io::Errno::OPNOTSUPP | rustix::io::Errno::NOSYS | rustix::io::Errno::INVAL)
+    matches!(
+        e,
+        rustix::io::Errno::OPNOTSUPP | rustix::io::Errno::NOSYS | rustix::io::Errno::INVAL
+    )
 }
 
 impl ImageSink for FileSink {
@@ -176,11 +215,17 @@ impl ImageSink for FileSink {
         if self.device {
             let have = device_size(&self.file, &self.name)?;
             if have < size {
-                return Err(Error::TooSmall { image: self.name.clone(), have, need: size });
+                return Err(Error::TooSmall {
+                    image: self.name.clone(),
+                    have,
+                    need: size,
+                });
             }
             return Ok(());
         }
-        self.file.set_len(size).map_err(|e| Error::io("resize", &self.name, size, e))
+        self.file
+            .set_len(size)
+            .map_err(|e| Error::io("resize", &self.name, size, e))
     }
 
     fn allocate(&self, offset: u64, len: u64) -> Result<()> {
@@ -198,7 +243,9 @@ impl ImageSink for FileSink {
     }
 
     fn write_at(&self, offset: u64, data: &[u8]) -> Result<()> {
-        self.file.write_all_at(data, offset).map_err(|e| Error::io("write", &self.name, offset, e))
+        self.file
+            .write_all_at(data, offset)
+            .map_err(|e| Error::io("write", &self.name, offset, e))
     }
 
     fn write_zeroes(&self, offset: u64, len: u64) -> Result<()> {
@@ -214,7 +261,9 @@ impl ImageSink for FileSink {
     }
 
     fn flush(&self) -> Result<()> {
-        self.file.sync_all().map_err(|e| Error::open("fsync", &self.name, e))
+        self.file
+            .sync_all()
+            .map_err(|e| Error::open("fsync", &self.name, e))
     }
 
     fn finish(&self) -> Result<()> {
@@ -222,15 +271,23 @@ impl ImageSink for FileSink {
         let Some(temp) = self.temp.lock().unwrap().take() else {
             return Ok(());
         };
-        let renamed = if self.overwrite { temp.persist(&self.target) } else { temp.persist_noclobber(&self.target) };
+        let renamed = if self.overwrite {
+            temp.persist(&self.target)
+        } else {
+            temp.persist_noclobber(&self.target)
+        };
         renamed.map_err(|e| match e.error.kind() {
-            io::ErrorKind::AlreadyExists => Error::Exists { image: self.name.clone() },
+            io::ErrorKind::AlreadyExists => Error::Exists {
+                image: self.name.clone(),
+            },
             _ => Error::open("rename into place", &self.name, e.error),
         })?;
         let dir = match self.target.parent() {
             Some(p) if !p.as_os_str().is_empty() => p,
             _ => Path::new("."),
         };
-        File::open(dir).and_then(|d| d.sync_all()).map_err(|e| Error::open("fsync the directory of", &self.name, e))
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| Error::open("fsync the directory of", &self.name, e))
     }
 }

@@ -33,7 +33,10 @@ struct State {
 impl MemImage {
     /// A new, empty (all-hole) image of `size` bytes.
     pub fn new(name: &str, size: u64) -> MemImage {
-        let state = State { bytes: vec![0; size as usize], blocks: BTreeSet::new() };
+        let state = State {
+            bytes: vec![0; size as usize],
+            blocks: BTreeSet::new(),
+        };
         MemImage {
             name: name.to_owned(),
             state: RwLock::new(state),
@@ -90,12 +93,20 @@ impl MemImage {
     fn check(&self, op: &'static str, offset: u64, len: u64) -> Result<()> {
         let size = self.state.read().unwrap().bytes.len() as u64;
         if offset + len > size {
-            return Err(Error::io(op, &self.name, offset, io::ErrorKind::UnexpectedEof.into()));
+            return Err(Error::io(
+                op,
+                &self.name,
+                offset,
+                io::ErrorKind::UnexpectedEof.into(),
+            ));
         }
         match self.fail_at {
-            Some(at) if (offset..offset + len).contains(&at) => {
-                Err(Error::io(op, &self.name, offset, io::Error::other("injected failure")))
-            }
+            Some(at) if (offset..offset + len).contains(&at) => Err(Error::io(
+                op,
+                &self.name,
+                offset,
+                io::Error::other("injected failure"),
+            )),
             _ => Ok(()),
         }
     }
@@ -168,7 +179,8 @@ impl ImageSink for MemImage {
         s.bytes[offset as usize..(offset + len) as usize].fill(0);
         // Blocks wholly inside the range become holes, as a punched file's would.
         let (size, end) = (s.bytes.len() as u64, offset + len);
-        s.blocks.retain(|&b| !(b * BLOCK >= offset && ((b + 1) * BLOCK).min(size) <= end));
+        s.blocks
+            .retain(|&b| !(b * BLOCK >= offset && ((b + 1) * BLOCK).min(size) <= end));
         Ok(())
     }
 

@@ -147,7 +147,11 @@ mod tests {
             for arg in cmd.get_arguments() {
                 let id = arg.get_id().as_str();
                 if id != "help" && id != "version" {
-                    assert!(arg.get_help().is_some(), "{} --{id} has no help", cmd.get_name());
+                    assert!(
+                        arg.get_help().is_some(),
+                        "{} --{id} has no help",
+                        cmd.get_name()
+                    );
                 }
             }
             cmd.get_subcommands().for_each(walk);

@@ -46,26 +46,45 @@ pub fn wants_json(command: &Command) -> bool {
 
 /// Prints `{"error": ...}` on standard output.
 pub fn print_json_error(message: &str) {
-    let _ = print_json(&ErrorJson { error: message.to_owned() });
+    let _ = print_json(&ErrorJson {
+        error: message.to_owned(),
+    });
 }
 
 fn location(text: &str) -> Result<Location> {
-    text.parse::<Location>().map_err(|e| Usage(e.to_string()).into())
+    text.parse::<Location>()
+        .map_err(|e| Usage(e.to_string()).into())
 }
 
 fn jobs(w: &Workers) -> usize {
-    w.jobs.map_or_else(|| default_jobs(w.chunk_size), usize::from)
+    w.jobs
+        .map_or_else(|| default_jobs(w.chunk_size), usize::from)
 }
 
 fn copy(a: CopyArgs) -> Result<ExitCode> {
     let (src_loc, dst_loc) = (location(&a.src)?, location(&a.dst)?);
     if src_loc == dst_loc {
-        return Err(Usage(format!("source and destination are the same image: {src_loc}")).into());
+        return Err(Usage(format!(
+            "source and destination are the same image: {src_loc}"
+        ))
+        .into());
     }
     let src = open_source(&src_loc)?;
-    let dst = open_sink(&dst_loc, &SinkOptions { overwrite: a.overwrite })?;
-    let opts = Options { jobs: jobs(&a.workers), chunk_size: a.workers.chunk_size, preallocate: !a.no_preallocate };
-    let throttle = Throttle::new(Limits { bytes_per_second: a.bps_limit, ops_per_second: a.iops_limit });
+    let dst = open_sink(
+        &dst_loc,
+        &SinkOptions {
+            overwrite: a.overwrite,
+        },
+    )?;
+    let opts = Options {
+        jobs: jobs(&a.workers),
+        chunk_size: a.workers.chunk_size,
+        preallocate: !a.no_preallocate,
+    };
+    let throttle = Throttle::new(Limits {
+        bytes_per_second: a.bps_limit,
+        ops_per_second: a.iops_limit,
+    });
     let bar = progress::pick(!a.no_progress, "copy");
     let report = engine::copy(src.as_ref(), dst.as_ref(), &opts, &throttle, bar.as_ref())
         .with_context(|| format!("copying {src_loc} to {dst_loc}"))?;
@@ -77,8 +96,14 @@ fn copy(a: CopyArgs) -> Result<ExitCode> {
             .with_context(|| format!("verifying {dst_loc}"))?;
         let ok = c.identical() && image.size() == report.size;
         if !ok {
-            let first = c.first.first().map_or(String::new(), |(o, _)| format!(", first at offset {o}"));
-            let msg = format!("verification failed: {} chunk(s) of {dst_loc} differ from {src_loc}{first}", c.differing);
+            let first = c
+                .first
+                .first()
+                .map_or(String::new(), |(o, _)| format!(", first at offset {o}"));
+            let msg = format!(
+                "verification failed: {} chunk(s) of {dst_loc} differ from {src_loc}{first}",
+                c.differing
+            );
             if a.json {
                 print_json(&CopyJson::new(&a.src, &a.dst, &report, Some(false)))?;
             }
@@ -89,7 +114,12 @@ fn copy(a: CopyArgs) -> Result<ExitCode> {
         None
     };
     if a.json {
-        print_json(&CopyJson::new(&src_loc.to_string(), &dst_loc.to_string(), &report, verified))?;
+        print_json(&CopyJson::new(
+            &src_loc.to_string(),
+            &dst_loc.to_string(),
+            &report,
+            verified,
+        ))?;
     } else if progress::shown(!a.no_progress) {
         eprintln!(
             "copied {} to {}: {} read, {} written, {} zeroed in {:.1} s ({}/s)",
@@ -108,19 +138,31 @@ fn copy(a: CopyArgs) -> Result<ExitCode> {
 fn diff(a: DiffArgs) -> Result<ExitCode> {
     let loc = location(&a.src)?;
     let src = open_source(&loc)?;
-    let extents = src.extents().with_context(|| format!("listing the extents of {loc}"))?;
+    let extents = src
+        .extents()
+        .with_context(|| format!("listing the extents of {loc}"))?;
     match a.format {
         Format::Json => {
             let list: Vec<ExtentJson> = extents
                 .iter()
-                .map(|e| ExtentJson { offset: e.offset, length: e.len, exists: if e.data { "true" } else { "false" } })
+                .map(|e| ExtentJson {
+                    offset: e.offset,
+                    length: e.len,
+                    exists: if e.data { "true" } else { "false" },
+                })
                 .collect();
             print_json(&list)?;
         }
         Format::Plain => {
             let rows: Vec<[String; 3]> = extents
                 .iter()
-                .map(|e| [e.offset.to_string(), e.len.to_string(), (if e.data { "data" } else { "zero" }).to_owned()])
+                .map(|e| {
+                    [
+                        e.offset.to_string(),
+                        e.len.to_string(),
+                        (if e.data { "data" } else { "zero" }).to_owned(),
+                    ]
+                })
                 .collect();
             print_table(["Offset", "Length", "Type"], &rows)?;
         }
@@ -132,28 +174,44 @@ fn verify(a: VerifyArgs) -> Result<ExitCode> {
     let (a_loc, b_loc) = (location(&a.a)?, location(&a.b)?);
     let (left, right) = (open_source(&a_loc)?, open_source(&b_loc)?);
     let bar = progress::pick(!a.no_progress, "verify");
-    let c = compare(left.as_ref(), right.as_ref(), jobs(&a.workers), a.workers.chunk_size, bar.as_ref())
-        .with_context(|| format!("comparing {a_loc} with {b_loc}"))?;
+    let c = compare(
+        left.as_ref(),
+        right.as_ref(),
+        jobs(&a.workers),
+        a.workers.chunk_size,
+        bar.as_ref(),
+    )
+    .with_context(|| format!("comparing {a_loc} with {b_loc}"))?;
     if a.json {
         print_json(&VerifyJson::new(&a_loc.to_string(), &b_loc.to_string(), &c))?;
     }
     if c.identical() {
         if !a.json {
-            write_out(&format!("identical: {} bytes, {} compared\n", c.size_a, c.bytes_compared))?;
+            write_out(&format!(
+                "identical: {} bytes, {} compared\n",
+                c.size_a, c.bytes_compared
+            ))?;
         }
         return Ok(ExitCode::SUCCESS);
     }
     if !a.json {
         let mut text = String::new();
         if c.size_a != c.size_b {
-            text.push_str(&format!("sizes differ: {a_loc} holds {} bytes, {b_loc} {}\n", c.size_a, c.size_b));
+            text.push_str(&format!(
+                "sizes differ: {a_loc} holds {} bytes, {b_loc} {}\n",
+                c.size_a, c.size_b
+            ));
         }
         for (offset, len) in &c.first {
             text.push_str(&format!("differ at offset {offset} length {len}\n"));
         }
         write_out(&text)?;
     }
-    let what = if c.differing > 0 { format!("{} chunk(s) differ", c.differing) } else { "sizes differ".to_owned() };
+    let what = if c.differing > 0 {
+        format!("{} chunk(s) differ", c.differing)
+    } else {
+        "sizes differ".to_owned()
+    };
     Err(Differ(format!("{a_loc} and {b_loc} differ: {what}")).into())
 }
 

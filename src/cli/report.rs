@@ -75,7 +75,11 @@ impl<'a> VerifyJson<'a> {
             size_b: c.size_b,
             identical: c.identical(),
             differing_chunks: c.differing,
-            first_differences: c.first.iter().map(|&(offset, length)| Range { offset, length }).collect(),
+            first_differences: c
+                .first
+                .iter()
+                .map(|&(offset, length)| Range { offset, length })
+                .collect(),
             bytes_compared: c.bytes_compared,
         }
     }

@@ -25,7 +25,11 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Options { jobs: default_jobs(DEFAULT_CHUNK), chunk_size: DEFAULT_CHUNK, preallocate: true }
+        Options {
+            jobs: default_jobs(DEFAULT_CHUNK),
+            chunk_size: DEFAULT_CHUNK,
+            preallocate: true,
+        }
     }
 }
 
@@ -152,7 +156,11 @@ fn copy_chunk<C: Pace>(
         throttle.take(0);
         dst.write_zeroes(c.offset, c.len)?;
         counts.zero.fetch_add(c.len, Ordering::Relaxed);
-        counts.sums.lock().unwrap().push(Sum { offset: c.offset, len: c.len, crc: None });
+        counts.sums.lock().unwrap().push(Sum {
+            offset: c.offset,
+            len: c.len,
+            crc: None,
+        });
         return Ok(());
     }
     let len = c.len as usize;
@@ -164,7 +172,11 @@ fn copy_chunk<C: Pace>(
     src.read_at(c.offset, buf)?;
     counts.read.fetch_add(c.len, Ordering::Relaxed);
     let crc = crc32fast::hash(buf);
-    counts.sums.lock().unwrap().push(Sum { offset: c.offset, len: c.len, crc: Some(crc) });
+    counts.sums.lock().unwrap().push(Sum {
+        offset: c.offset,
+        len: c.len,
+        crc: Some(crc),
+    });
     if is_zero(buf) {
         dst.write_zeroes(c.offset, c.len)?;
         counts.zero.fetch_add(c.len, Ordering::Relaxed);

@@ -32,12 +32,20 @@ pub struct Extent {
 impl Extent {
     /// An extent holding data.
     pub fn data(offset: u64, len: u64) -> Self {
-        Extent { offset, len, data: true }
+        Extent {
+            offset,
+            len,
+            data: true,
+        }
     }
 
     /// An extent known to read as zeroes.
     pub fn zero(offset: u64, len: u64) -> Self {
-        Extent { offset, len, data: false }
+        Extent {
+            offset,
+            len,
+            data: false,
+        }
     }
 
     /// The offset just past its end.

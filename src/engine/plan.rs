@@ -48,13 +48,24 @@ impl Plan {
             if fill_gaps && start > covered {
                 push(&mut out, Extent::zero(covered, start - covered));
             }
-            push(&mut out, Extent { offset: start, len: end - start, data: e.data });
+            push(
+                &mut out,
+                Extent {
+                    offset: start,
+                    len: end - start,
+                    data: e.data,
+                },
+            );
             covered = end;
         }
         if fill_gaps && covered < size {
             push(&mut out, Extent::zero(covered, size - covered));
         }
-        Plan { extents: out, size, chunk_size }
+        Plan {
+            extents: out,
+            size,
+            chunk_size,
+        }
     }
 
     /// The normalized extents.
@@ -85,7 +96,11 @@ impl Plan {
 
     /// The chunks, in offset order; none crosses a multiple of the chunk size.
     pub fn chunks(&self) -> Chunks<'_> {
-        Chunks { plan: self, index: 0, pos: self.extents.first().map_or(0, |e| e.offset) }
+        Chunks {
+            plan: self,
+            index: 0,
+            pos: self.extents.first().map_or(0, |e| e.offset),
+        }
     }
 }
 
@@ -112,7 +127,11 @@ impl Iterator for Chunks<'_> {
         let step = self.plan.chunk_size;
         let boundary = (self.pos / step + 1).saturating_mul(step);
         let end = e.end().min(boundary);
-        let chunk = Chunk { offset: self.pos, len: end - self.pos, data: e.data };
+        let chunk = Chunk {
+            offset: self.pos,
+            len: end - self.pos,
+            data: e.data,
+        };
         self.pos = end;
         if end == e.end() {
             self.index += 1;
@@ -154,7 +173,10 @@ mod tests {
     fn splits_at_chunk_boundaries() {
         let plan = Plan::new(vec![Extent::data(M / 2, 9 * M)], 16 * M, 4 * M, false);
         let got: Vec<_> = plan.chunks().map(|c| (c.offset, c.len)).collect();
-        assert_eq!(got, vec![(M / 2, 7 * M / 2), (4 * M, 4 * M), (8 * M, 3 * M / 2)]);
+        assert_eq!(
+            got,
+            vec![(M / 2, 7 * M / 2), (4 * M, 4 * M), (8 * M, 3 * M / 2)]
+        );
     }
 
     #[test]
@@ -162,7 +184,11 @@ mod tests {
         let plan = Plan::new(vec![Extent::data(M, M)], 4 * M, 4 * M, true);
         assert_eq!(
             plan.extents(),
-            &[Extent::zero(0, M), Extent::data(M, M), Extent::zero(2 * M, 2 * M)]
+            &[
+                Extent::zero(0, M),
+                Extent::data(M, M),
+                Extent::zero(2 * M, 2 * M)
+            ]
         );
         assert_eq!(plan.totals(), (M, 3 * M));
     }
@@ -170,12 +196,20 @@ mod tests {
     #[test]
     fn sorts_merges_clips_and_drops_overlap() {
         let plan = Plan::new(
-            vec![Extent::data(3 * M, 2 * M), Extent::data(0, M), Extent::data(M, M), Extent::zero(4 * M, M)],
+            vec![
+                Extent::data(3 * M, 2 * M),
+                Extent::data(0, M),
+                Extent::data(M, M),
+                Extent::zero(4 * M, M),
+            ],
             4 * M + 10,
             4 * M,
             false,
         );
-        assert_eq!(plan.extents(), &[Extent::data(0, 2 * M), Extent::data(3 * M, M + 10)]);
+        assert_eq!(
+            plan.extents(),
+            &[Extent::data(0, 2 * M), Extent::data(3 * M, M + 10)]
+        );
     }
 
     #[test]

@@ -21,7 +21,10 @@ pub struct Tracker {
 impl Tracker {
     /// A tracker for a job whose first chunk starts at `start`.
     pub fn new(start: u64) -> Tracker {
-        Tracker { running: BTreeSet::new(), handed: start }
+        Tracker {
+            running: BTreeSet::new(),
+            handed: start,
+        }
     }
 
     /// Records that `chunk` was handed to a worker.
@@ -55,7 +58,13 @@ struct Queue<I> {
 /// Runs `work` on every chunk of `chunks` with `jobs` workers. Each worker owns a scratch
 /// buffer that `work` may grow; memory is bounded by `jobs` buffers. The first error stops
 /// new chunks from starting, lets running ones finish, and is returned.
-pub(crate) fn run<I, F>(jobs: usize, size: u64, chunks: I, progress: &dyn Progress, work: F) -> Result<()>
+pub(crate) fn run<I, F>(
+    jobs: usize,
+    size: u64,
+    chunks: I,
+    progress: &dyn Progress,
+    work: F,
+) -> Result<()>
 where
     I: Iterator<Item = Chunk> + Send,
     F: Fn(&Chunk, &mut Vec<u8>) -> Result<()> + Sync,
@@ -63,7 +72,11 @@ where
     let jobs = jobs.max(1);
     let mut chunks = chunks.peekable();
     let start = chunks.peek().map_or(size, |c| c.offset);
-    let queue = Mutex::new(Queue { chunks, tracker: Tracker::new(start), size });
+    let queue = Mutex::new(Queue {
+        chunks,
+        tracker: Tracker::new(start),
+        size,
+    });
     let failed = AtomicBool::new(false);
     let first_error: Mutex<Option<Error>> = Mutex::new(None);
     let pool = rayon::ThreadPoolBuilder::new()
@@ -123,7 +136,11 @@ mod tests {
     use std::sync::atomic::AtomicU64;
 
     fn chunk(offset: u64, len: u64) -> Chunk {
-        Chunk { offset, len, data: true }
+        Chunk {
+            offset,
+            len,
+            data: true,
+        }
     }
 
     #[test]
@@ -183,12 +200,20 @@ mod tests {
         let err = run(4, 100_000, chunks, &super::super::Silent, |c, _| {
             started.fetch_add(1, Ordering::Relaxed);
             if c.offset == 500 {
-                return Err(Error::io("write", "img", c.offset, std::io::ErrorKind::Other.into()));
+                return Err(Error::io(
+                    "write",
+                    "img",
+                    c.offset,
+                    std::io::ErrorKind::Other.into(),
+                ));
             }
             Ok(())
         })
         .unwrap_err();
-        assert!(err.to_string().starts_with("write on img at offset 500"), "{err}");
+        assert!(
+            err.to_string().starts_with("write on img at offset 500"),
+            "{err}"
+        );
         let n = started.load(Ordering::Relaxed);
         // 51 chunks up to the failing one, plus at most a few the other workers had taken.
         assert!(n <= 51 + 8, "{n} chunks started");

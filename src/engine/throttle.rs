@@ -60,8 +60,13 @@ impl<C: Pace> Bucket<C> {
         let period = Duration::from_nanos((1_000_000_000 / per_second).max(1));
         let burst = (per_second / BURST_DIVISOR).clamp(1, u64::from(u32::MAX)) as u32;
         let burst = NonZeroU32::new(burst).expect("burst is at least one");
-        let quota = Quota::with_period(period).expect("period is above zero").allow_burst(burst);
-        Bucket { limiter: RateLimiter::direct_with_clock(quota, clock.clone()), burst }
+        let quota = Quota::with_period(period)
+            .expect("period is above zero")
+            .allow_burst(burst);
+        Bucket {
+            limiter: RateLimiter::direct_with_clock(quota, clock.clone()),
+            burst,
+        }
     }
 
     /// Waits until `cells` cells have passed, a burst at a time.
@@ -98,7 +103,9 @@ impl Throttle {
 impl<C: Pace> Throttle<C> {
     /// A throttle on the given clock.
     pub fn with_clock(limits: Limits, clock: C) -> Throttle<C> {
-        let bytes = limits.bytes_per_second.map(|b| Bucket::new(b.div_ceil(CELL), &clock));
+        let bytes = limits
+            .bytes_per_second
+            .map(|b| Bucket::new(b.div_ceil(CELL), &clock));
         let ops = limits.ops_per_second.map(|n| Bucket::new(n, &clock));
         Throttle { bytes, ops, clock }
     }
@@ -122,13 +129,19 @@ mod tests {
     const M: u64 = 1 << 20;
 
     fn elapsed(clock: &FakeRelativeClock, start: governor::nanos::Nanos) -> f64 {
-        clock.now().duration_since(start).as_secs_f64()
+        Duration::from(clock.now().duration_since(start)).as_secs_f64()
     }
 
     #[test]
     fn bytes_are_paced_to_the_rate() {
         let clock = FakeRelativeClock::default();
-        let t = Throttle::with_clock(Limits { bytes_per_second: Some(10 * M), ..Limits::default() }, clock.clone());
+        let t = Throttle::with_clock(
+            Limits {
+                bytes_per_second: Some(10 * M),
+                ..Limits::default()
+            },
+            clock.clone(),
+        );
         let start = clock.now();
         // 100 MiB at 10 MiB/s: 10 s, less the one burst (0.1 s) allowed at once.
         for _ in 0..25 {
@@ -141,7 +154,13 @@ mod tests {
     #[test]
     fn a_request_bigger_than_the_burst_is_split_not_refused() {
         let clock = FakeRelativeClock::default();
-        let t = Throttle::with_clock(Limits { bytes_per_second: Some(M), ..Limits::default() }, clock.clone());
+        let t = Throttle::with_clock(
+            Limits {
+                bytes_per_second: Some(M),
+                ..Limits::default()
+            },
+            clock.clone(),
+        );
         let start = clock.now();
         t.take(64 * M); // the burst is about 100 KiB
         let secs = elapsed(&clock, start);
@@ -151,7 +170,13 @@ mod tests {
     #[test]
     fn ops_are_paced_smoothly() {
         let clock = FakeRelativeClock::default();
-        let t = Throttle::with_clock(Limits { ops_per_second: Some(100), ..Limits::default() }, clock.clone());
+        let t = Throttle::with_clock(
+            Limits {
+                ops_per_second: Some(100),
+                ..Limits::default()
+            },
+            clock.clone(),
+        );
         let start = clock.now();
         let mut stamps = Vec::new();
         for _ in 0..300 {
@@ -164,14 +189,20 @@ mod tests {
         for w in 0..2 {
             let lo = w as f64 + 0.5;
             let n = stamps.iter().filter(|&&s| s >= lo && s < lo + 1.0).count();
-            assert!((95..=105).contains(&n), "{n} ops in the second after {lo} s");
+            assert!(
+                (95..=105).contains(&n),
+                "{n} ops in the second after {lo} s"
+            );
         }
     }
 
     #[test]
     fn both_limits_apply_and_the_stricter_wins() {
         let clock = FakeRelativeClock::default();
-        let limits = Limits { bytes_per_second: Some(100 * M), ops_per_second: Some(10) };
+        let limits = Limits {
+            bytes_per_second: Some(100 * M),
+            ops_per_second: Some(10),
+        };
         let t = Throttle::with_clock(limits, clock.clone());
         let start = clock.now();
         for _ in 0..50 {

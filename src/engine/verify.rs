@@ -56,10 +56,19 @@ impl Diffs {
 
 /// Re-reads the chunks in `sums` from `image` and counts the ones whose crc32 differs
 /// (or, for a chunk without a crc, that do not read as zeroes).
-pub fn check_sums(image: &dyn ImageSource, sums: &[Sum], jobs: usize, progress: &dyn Progress) -> Result<Comparison> {
+pub fn check_sums(
+    image: &dyn ImageSource,
+    sums: &[Sum],
+    jobs: usize,
+    progress: &dyn Progress,
+) -> Result<Comparison> {
     let diffs = Mutex::new(Diffs::default());
     let bytes = AtomicU64::new(0);
-    let chunks = sums.iter().map(|s| Chunk { offset: s.offset, len: s.len, data: true });
+    let chunks = sums.iter().map(|s| Chunk {
+        offset: s.offset,
+        len: s.len,
+        data: true,
+    });
     progress.start(sums.iter().map(|s| s.len).sum());
     let result = run(jobs, image.size(), chunks, progress, |c, buf| {
         let len = c.len as usize;
@@ -69,7 +78,9 @@ pub fn check_sums(image: &dyn ImageSource, sums: &[Sum], jobs: usize, progress: 
         let buf = &mut buf[..len];
         image.read_at(c.offset, buf)?;
         bytes.fetch_add(c.len, Ordering::Relaxed);
-        let sum = sums.binary_search_by_key(&c.offset, |s| s.offset).map(|i| sums[i].crc);
+        let sum = sums
+            .binary_search_by_key(&c.offset, |s| s.offset)
+            .map(|i| sums[i].crc);
         let good = match sum {
             Ok(Some(crc)) => crc32fast::hash(buf) == crc,
             Ok(None) => is_zero(buf),
@@ -165,15 +176,31 @@ mod tests {
 
     #[test]
     fn union_merges_overlaps_of_both_kinds() {
-        let got = union(vec![Extent::data(10, 10), Extent::zero(0, 5), Extent::data(15, 20), Extent::zero(40, 1)]);
-        assert_eq!(got, vec![Extent::data(0, 5), Extent::data(10, 25), Extent::data(40, 1)]);
+        let got = union(vec![
+            Extent::data(10, 10),
+            Extent::zero(0, 5),
+            Extent::data(15, 20),
+            Extent::zero(40, 1),
+        ]);
+        assert_eq!(
+            got,
+            vec![
+                Extent::data(0, 5),
+                Extent::data(10, 25),
+                Extent::data(40, 1)
+            ]
+        );
     }
 
     #[test]
     fn diffs_keep_the_lowest() {
         let mut d = Diffs::default();
         for i in (0..100).rev() {
-            d.add(&Chunk { offset: i * 10, len: 10, data: true });
+            d.add(&Chunk {
+                offset: i * 10,
+                len: 10,
+                data: true,
+            });
         }
         assert_eq!(d.count, 100);
         assert_eq!(d.lowest.len(), KEEP);

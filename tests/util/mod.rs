@@ -50,7 +50,12 @@ pub fn sparse_file(path: &Path, size: u64, extents: &[(u64, usize)]) {
 
 /// Writes `data` at `offset` into an existing file.
 pub fn put(path: &Path, offset: u64, data: &[u8]) {
-    OpenOptions::new().write(true).open(path).unwrap().write_all_at(data, offset).unwrap();
+    OpenOptions::new()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .write_all_at(data, offset)
+        .unwrap();
 }
 
 /// Bytes the file occupies on disk.
