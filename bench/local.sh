@@ -16,6 +16,7 @@
 #   SPARSE_SLACK_MIB  allowed du excess of a copy over the source's data (default 32)
 #   BENCH_OUT       report file (default: <repo>/BENCHMARKS.md)
 #   BENCH_STRICT=1  exit 3 if the targets do not hold (default: report only)
+#   SYNC_AFTER=0    do not end each timed run with `sync DST` (default 1: time until durable)
 #
 # Correctness failures (copy differs, copy not sparse, a tool fails) always
 # exit non-zero and leave BENCH_OUT untouched.
@@ -32,6 +33,7 @@ QEMU_1T_TIMEOUT=${QEMU_1T_TIMEOUT:-60}
 SPARSE_SLACK_MIB=${SPARSE_SLACK_MIB:-32}
 BENCH_OUT=${BENCH_OUT:-$ROOT/BENCHMARKS.md}
 GNU_TIME=/usr/bin/time
+SYNC_AFTER=${SYNC_AFTER:-1}
 
 MIB=$((1024 * 1024))
 GIB=$((1024 * MIB))
@@ -129,6 +131,9 @@ run_one() {
         "$GNU_TIME" -f '%e %M' -o "$RUN_DIR/time.out" "${CMD[@]}" \
             >"$RUN_DIR/cmd.log" 2>&1 || rc=$?
     fi
+    # Every copy is timed until its data is on disk: rbdcp fsyncs before it exits,
+    # cp and qemu-img do not, so `sync DST` (an fsync of that file) follows each tool alike.
+    if ((rc == 0)) && [[ $SYNC_AFTER == 1 ]]; then sync -- "$DST"; fi
     t1=$EPOCHREALTIME
     if ((rc == 124)); then return 124; fi
     if ((rc != 0)); then
@@ -247,7 +252,12 @@ SECTION="$RUN_DIR/section.md"
     echo "  then timed rounds alternating the tools (rbdcp, cp, qemu-img, rbdcp, ...), each to a fresh destination (deleted, then \`sync\`, before every run)."
     echo "  Peak RSS from GNU time (\`%M\`); wall time from bash \`\$EPOCHREALTIME\` around the GNU time process (GNU time's \`%e\` has only 10 ms"
     echo "  resolution; this adds a few ms of fork/exec, the same for every tool). The source is in the page cache (it is read many times);"
+    if [[ $SYNC_AFTER == 1 ]]; then
+    echo "  every timed run ends with \`sync DST\` (an fsync of the destination), so each copy is timed until its data is durable;"
+    echo "  whether the tool itself syncs:"
+    else
     echo "  destinations are written to the page cache, and writeback is not timed unless the tool syncs itself:"
+    fi
     echo "  rbdcp: $(fsync_text rbdcp); cp: $(fsync_text cp)$([[ -n $QEMU_IMG ]] && echo "; qemu-img: $(fsync_text qemu-img)") (strace, one extra 2 GiB copy)."
     echo "  MB/s = image data bytes (not apparent size) / median time, 1 MB = 10^6 bytes."
     [[ -z $QEMU_NOTE ]] || echo "- $QEMU_NOTE"
