@@ -1,6 +1,6 @@
 //! Copies one image to another through the library: `cargo run --example copy -- SRC DST`.
 
-use rbdcp::backend::{open_sink, open_source, SinkOptions};
+use rbdcp::backend::{open_sink, open_source, SinkOptions, SourceOptions};
 use rbdcp::engine::{copy, Limits, Options, Silent, Throttle};
 use rbdcp::Location;
 
@@ -11,8 +11,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let src: Location = src.parse()?;
     let dst: Location = dst.parse()?;
-    let source = open_source(&src)?;
-    let sink = open_sink(&dst, &SinkOptions { overwrite: false })?;
+    let source = open_source(&src, &SourceOptions::default())?;
+    // A new destination, made like the source (for rbd: its size, object size and features).
+    let opts = SinkOptions {
+        size: source.size(),
+        layout: source.layout(),
+        ..SinkOptions::default()
+    };
+    let sink = open_sink(&dst, &opts)?;
     // At most 200 MiB/s, the default 4 MiB chunks and 16 workers.
     let throttle = Throttle::new(Limits {
         bytes_per_second: Some(200 << 20),

@@ -59,9 +59,43 @@ pub enum Error {
     /// The combination asked for cannot be done.
     #[error("{0}")]
     Unsupported(String),
+    /// Connecting to a cluster failed.
+    #[error("cannot connect to {cluster}: {err}{}", connect_hint(.err))]
+    Connect {
+        /// The cluster: its conf file and user (never a key).
+        cluster: String,
+        /// What librados said.
+        err: io::Error,
+    },
+    /// A snapshot that must exist does not.
+    #[error("snapshot {snap:?} not found on {image}")]
+    NoSnap {
+        /// The image.
+        image: String,
+        /// The snapshot.
+        snap: String,
+    },
+    /// A snapshot that must not exist yet does.
+    #[error("{image} already has a snapshot {snap:?}")]
+    SnapExists {
+        /// The image.
+        image: String,
+        /// The snapshot.
+        snap: String,
+    },
     /// The run was stopped from outside (for example by Ctrl-C).
     #[error("interrupted")]
     Interrupted,
+}
+
+/// A hint on what to check after a failed connect.
+fn connect_hint(err: &io::Error) -> &'static str {
+    match err.raw_os_error() {
+        Some(13) | Some(1) => " (check the user's key in the keyring and its caps)",
+        Some(110) => " (no monitor answered in time; check mon_host and the network, or raise --connect-timeout)",
+        Some(2) => " (a conf or keyring file is missing, or the conf names no monitor)",
+        _ => "",
+    }
 }
 
 impl Error {
@@ -87,7 +121,9 @@ impl Error {
     /// Whether trying the same call again may succeed (a time-out, an interrupted call).
     pub fn is_transient(&self) -> bool {
         let kind = match self {
-            Error::Io { err, .. } | Error::Open { err, .. } => err.kind(),
+            Error::Io { err, .. } | Error::Open { err, .. } | Error::Connect { err, .. } => {
+                err.kind()
+            }
             _ => return false,
         };
         matches!(

@@ -9,6 +9,8 @@ pub mod backend;
 pub mod engine;
 pub mod error;
 pub mod location;
+#[allow(unsafe_code)]
+pub mod rbd;
 pub mod size;
 
 pub use engine::{Extent, ImageSink, ImageSource};

@@ -9,7 +9,7 @@ use clap::Parser;
 fn main() -> ExitCode {
     let args = cli::args::Cli::parse();
     let json = cli::wants_json(&args.command);
-    match cli::run(args.command) {
+    match cli::run(args.command, &args.cluster) {
         Ok(code) => code,
         Err(err) => {
             let message = format!("{err:#}");

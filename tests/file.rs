@@ -13,7 +13,13 @@ mod util;
 const M: u64 = 1 << 20;
 
 fn run(src: &dyn ImageSource, dst: &Path, overwrite: bool) -> rbdcp::Result<rbdcp::engine::Report> {
-    let sink = FileSink::create(dst, &SinkOptions { overwrite })?;
+    let sink = FileSink::create(
+        dst,
+        &SinkOptions {
+            overwrite,
+            ..SinkOptions::default()
+        },
+    )?;
     copy(
         src,
         &sink,

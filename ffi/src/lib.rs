@@ -219,6 +219,12 @@ extern "C" {
     ) -> c_int;
     /// Removes image `name`; it must have no snapshots.
     pub fn rbd_remove(io: rados_ioctx_t, name: *const c_char) -> c_int;
+    /// Renames image `srcname` to `destname` within one pool.
+    pub fn rbd_rename(
+        src_io_ctx: rados_ioctx_t,
+        srcname: *const c_char,
+        destname: *const c_char,
+    ) -> c_int;
 
     /// Creates snapshot `snapname`.
     pub fn rbd_snap_create(image: rbd_image_t, snapname: *const c_char) -> c_int;

@@ -1,5 +1,7 @@
 //! The command line, as clap reads it: every flag with its help line.
 
+use std::path::PathBuf;
+
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 const AFTER_HELP: &str = "\
@@ -20,12 +22,31 @@ pub struct Cli {
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+}
+
+/// How to reach a Ceph cluster, for `rbd:` locations that do not say (as the `rbd` command takes them).
+#[derive(Debug, Args)]
+pub struct ClusterArgs {
+    /// Ceph conf file for rbd: locations without :conf= [default: Ceph's search path, /etc/ceph/ceph.conf].
+    #[arg(short = 'c', long = "conf", value_name = "PATH", global = true)]
+    pub conf: Option<PathBuf>,
+    /// Ceph user for rbd: locations without :id=, with or without "client." [default: admin].
+    #[arg(long, value_name = "NAME", global = true)]
+    pub id: Option<String>,
+    /// Keyring file for rbd: locations without :keyring= [default: as the conf says].
+    #[arg(long, value_name = "PATH", global = true)]
+    pub keyring: Option<PathBuf>,
+    /// Seconds to wait for a cluster's monitors before failing.
+    #[arg(long, value_name = "SECS", default_value_t = 30, global = true, value_parser = clap::value_parser!(u64).range(1..))]
+    pub connect_timeout: u64,
 }
 
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Copy an image: only its data is read, all-zero chunks become holes.
+    /// Copy an image, or with --from-snap only what changed between two snapshots.
     #[command(after_help = AFTER_HELP)]
     Copy(CopyArgs),
     /// Print the extents of an image that hold data, as `rbd diff` prints them.
@@ -64,6 +85,15 @@ pub struct CopyArgs {
     /// Limit the chunk operations per second (a read with its write, or a zeroing).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub iops_limit: Option<u64>,
+    /// Copy only what changed between snapshot BASE and the source's snapshot; an rbd: destination must hold BASE.
+    #[arg(long, value_name = "BASE")]
+    pub from_snap: Option<String>,
+    /// Do not create the source's snapshot on an rbd: destination after the copy.
+    #[arg(long)]
+    pub no_dst_snap: bool,
+    /// List changes by whole objects (fast with fast-diff on huge thin images; copies each changed object whole).
+    #[arg(long)]
+    pub whole_object: bool,
     /// Re-read the destination after the copy and compare every chunk's crc32 with the source's.
     #[arg(long)]
     pub verify: bool,
@@ -96,6 +126,12 @@ pub struct DiffArgs {
     /// The image to list.
     #[arg(value_name = "SRC")]
     pub src: String,
+    /// List only what changed since snapshot BASE (an rbd: source).
+    #[arg(long, value_name = "BASE")]
+    pub from_snap: Option<String>,
+    /// List whole objects, as `rbd diff --whole-object` (fast with fast-diff).
+    #[arg(long)]
+    pub whole_object: bool,
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Plain)]
     pub format: Format,

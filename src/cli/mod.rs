@@ -8,12 +8,12 @@ use std::io::{self, Write};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use rbdcp::backend::{open_sink, open_source, SinkOptions};
+use rbdcp::backend::{open_sink, open_source, Access, SinkOptions, SourceOptions};
 use rbdcp::engine::{self, check_sums, compare, default_jobs, Limits, Options, Throttle};
 use rbdcp::size::human;
 use rbdcp::Location;
 
-use args::{Command, CopyArgs, DiffArgs, Format, VerifyArgs, Workers};
+use args::{ClusterArgs, Command, CopyArgs, DiffArgs, Format, VerifyArgs, Workers};
 use report::{CopyJson, ErrorJson, ExtentJson, VerifyJson};
 
 /// A mistake in how rbdcp was called: exit status 2.
@@ -27,11 +27,31 @@ pub struct Usage(pub String);
 pub struct Differ(pub String);
 
 /// Runs one subcommand.
-pub fn run(command: Command) -> Result<ExitCode> {
+pub fn run(command: Command, cluster: &ClusterArgs) -> Result<ExitCode> {
+    let access = access(cluster);
     match command {
-        Command::Copy(a) => copy(a),
-        Command::Diff(a) => diff(a),
-        Command::Verify(a) => verify(a),
+        Command::Copy(a) => copy(a, &access),
+        Command::Diff(a) => diff(a, &access),
+        Command::Verify(a) => verify(a, &access),
+    }
+}
+
+fn access(c: &ClusterArgs) -> Access {
+    let defaults = Access::default();
+    Access {
+        conf: c.conf.clone(),
+        id: c.id.as_deref().map_or(defaults.id, |id| {
+            id.strip_prefix("client.").unwrap_or(id).to_owned()
+        }),
+        keyring: c.keyring.clone(),
+        timeout_secs: c.connect_timeout,
+    }
+}
+
+fn source_opts(access: &Access) -> SourceOptions {
+    SourceOptions {
+        access: access.clone(),
+        ..SourceOptions::default()
     }
 }
 
@@ -61,7 +81,7 @@ fn jobs(w: &Workers) -> usize {
         .map_or_else(|| default_jobs(w.chunk_size), usize::from)
 }
 
-fn copy(a: CopyArgs) -> Result<ExitCode> {
+fn copy(a: CopyArgs, access: &Access) -> Result<ExitCode> {
     let (src_loc, dst_loc) = (location(&a.src)?, location(&a.dst)?);
     if src_loc == dst_loc {
         return Err(Usage(format!(
@@ -69,13 +89,31 @@ fn copy(a: CopyArgs) -> Result<ExitCode> {
         ))
         .into());
     }
-    let src = open_source(&src_loc)?;
-    let dst = open_sink(
-        &dst_loc,
-        &SinkOptions {
-            overwrite: a.overwrite,
-        },
-    )?;
+    let src_snap = match &src_loc {
+        Location::Rbd(spec) => spec.snap.clone(),
+        _ => None,
+    };
+    if a.from_snap.is_some() && a.from_snap == src_snap {
+        return Err(Usage(format!(
+            "--from-snap names the source's own snapshot: {src_loc}"
+        ))
+        .into());
+    }
+    let src_opts = SourceOptions {
+        base: a.from_snap.clone(),
+        whole_object: a.whole_object,
+        ..source_opts(access)
+    };
+    let src = open_source(&src_loc, &src_opts)?;
+    let sink_opts = SinkOptions {
+        overwrite: a.overwrite,
+        base: a.from_snap.clone(),
+        snap: src_snap.filter(|_| !a.no_dst_snap),
+        size: src.size(),
+        layout: src.layout(),
+        access: access.clone(),
+    };
+    let dst = open_sink(&dst_loc, &sink_opts)?;
     let opts = Options {
         jobs: jobs(&a.workers),
         chunk_size: a.workers.chunk_size,
@@ -90,7 +128,7 @@ fn copy(a: CopyArgs) -> Result<ExitCode> {
         .with_context(|| format!("copying {src_loc} to {dst_loc}"))?;
     drop(dst);
     let verified = if a.verify {
-        let image = open_source(&dst_loc)?;
+        let image = open_source(&dst_loc, &source_opts(access))?;
         let bar = progress::pick(!a.no_progress, "verify");
         let c = check_sums(image.as_ref(), &report.sums, opts.jobs, bar.as_ref())
             .with_context(|| format!("verifying {dst_loc}"))?;
@@ -135,9 +173,14 @@ fn copy(a: CopyArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn diff(a: DiffArgs) -> Result<ExitCode> {
+fn diff(a: DiffArgs, access: &Access) -> Result<ExitCode> {
     let loc = location(&a.src)?;
-    let src = open_source(&loc)?;
+    let opts = SourceOptions {
+        base: a.from_snap.clone(),
+        whole_object: a.whole_object,
+        ..source_opts(access)
+    };
+    let src = open_source(&loc, &opts)?;
     let extents = src
         .extents()
         .with_context(|| format!("listing the extents of {loc}"))?;
@@ -170,9 +213,10 @@ fn diff(a: DiffArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn verify(a: VerifyArgs) -> Result<ExitCode> {
+fn verify(a: VerifyArgs, access: &Access) -> Result<ExitCode> {
     let (a_loc, b_loc) = (location(&a.a)?, location(&a.b)?);
-    let (left, right) = (open_source(&a_loc)?, open_source(&b_loc)?);
+    let opts = source_opts(access);
+    let (left, right) = (open_source(&a_loc, &opts)?, open_source(&b_loc, &opts)?);
     let bar = progress::pick(!a.no_progress, "verify");
     let c = compare(
         left.as_ref(),

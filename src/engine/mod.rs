@@ -54,6 +54,17 @@ impl Extent {
     }
 }
 
+/// How an image is laid out, so that a new copy can be made like it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Layout {
+    /// Object size in bytes.
+    pub object_size: Option<u64>,
+    /// Stripe unit and count, when not the default (one object at a time).
+    pub stripe: Option<(u64, u64)>,
+    /// RBD feature bits.
+    pub features: Option<u64>,
+}
+
 /// An image the engine reads from.
 pub trait ImageSource: Send + Sync {
     /// The image as the user named it, for messages.
@@ -65,6 +76,14 @@ pub trait ImageSource: Send + Sync {
     /// Its object size, where it has one: chunks are aligned to it.
     fn object_size(&self) -> Option<u64> {
         None
+    }
+
+    /// Its layout, for creating a destination like it.
+    fn layout(&self) -> Layout {
+        Layout {
+            object_size: self.object_size(),
+            ..Layout::default()
+        }
     }
 
     /// The snapshot the extents are relative to: `None` means they are relative to an

@@ -1,0 +1,407 @@
+//! An open RBD image (`rbd_image_t`): I/O, size, snapshots and diff iteration.
+
+use std::any::Any;
+use std::ffi::{c_char, c_int, c_void, CStr};
+use std::io;
+use std::panic::{self, AssertUnwindSafe};
+use std::ptr;
+use std::sync::Arc;
+
+use librbd_sys as sys;
+
+use super::{check, cstr, errno, Pool};
+use crate::error::{Error, Result};
+
+/// Read flags: bulk, sequential, not worth caching (as `rbd export` reads).
+const READ_FLAGS: c_int =
+    sys::LIBRADOS_OP_FLAG_FADVISE_SEQUENTIAL | sys::LIBRADOS_OP_FLAG_FADVISE_NOCACHE;
+/// Write flags: not read back soon (as `rbd cp` writes).
+const WRITE_FLAGS: c_int = sys::LIBRADOS_OP_FLAG_FADVISE_DONTNEED;
+/// Returned from the diff callback to stop librbd after a panic (-ECANCELED).
+const STOP: c_int = -125;
+
+/// The shape of an image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Stat {
+    /// Size in bytes.
+    pub size: u64,
+    /// Object size in bytes.
+    pub object_size: u64,
+    /// `RBD_FEATURE_*` bits.
+    pub features: u64,
+    /// `RBD_FLAG_*` bits.
+    pub flags: u64,
+    /// Stripe unit in bytes.
+    pub stripe_unit: u64,
+    /// Stripe count.
+    pub stripe_count: u64,
+}
+
+impl Stat {
+    /// Whether fast-diff is on and its map is valid, so whole-object diffs are cheap and right.
+    pub fn fast_diff(&self) -> bool {
+        self.features & sys::RBD_FEATURE_FAST_DIFF != 0
+            && self.flags & (sys::RBD_FLAG_FAST_DIFF_INVALID | sys::RBD_FLAG_OBJECT_MAP_INVALID)
+                == 0
+    }
+}
+
+/// How to create an image; `None` leaves a value to the cluster's defaults.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CreateOptions {
+    /// Object size as a power of two.
+    pub order: Option<u64>,
+    /// `RBD_FEATURE_*` bits.
+    pub features: Option<u64>,
+    /// Stripe unit and count.
+    pub stripe: Option<(u64, u64)>,
+}
+
+/// An open image, closed on drop. Holds its pool (and so its cluster) alive.
+#[derive(Debug)]
+pub struct Image {
+    handle: sys::rbd_image_t,
+    name: String,
+    _pool: Arc<Pool>,
+}
+
+// SAFETY: librbd's image handle may be used from many threads at once: ImageCtx guards its
+// state with its own locks, and QEMU issues I/O on one handle from all its I/O threads.
+unsafe impl Send for Image {}
+// SAFETY: as for Send.
+unsafe impl Sync for Image {}
+
+/// Options for creating an image, destroyed on drop.
+struct Options(sys::rbd_image_options_t);
+
+impl Options {
+    fn new() -> Options {
+        let mut opts = ptr::null_mut();
+        // SAFETY: opts is a valid out-pointer.
+        unsafe { sys::rbd_image_options_create(&mut opts) };
+        Options(opts)
+    }
+
+    fn set(&self, option: c_int, value: u64, image: &str) -> Result<()> {
+        // SAFETY: self.0 came from rbd_image_options_create and is alive.
+        let ret = unsafe { sys::rbd_image_options_set_uint64(self.0, option, value) };
+        check(ret.into(), "rbd_image_options_set_uint64", image).map(drop)
+    }
+}
+
+impl Drop for Options {
+    fn drop(&mut self) {
+        // SAFETY: self.0 came from rbd_image_options_create and is freed once, here.
+        unsafe { sys::rbd_image_options_destroy(self.0) }
+    }
+}
+
+impl Image {
+    /// Opens `image` read-only, at `snap` if given (needs only read caps). `label` names it in errors.
+    pub fn open_read_only(
+        pool: &Arc<Pool>,
+        image: &str,
+        snap: Option<&str>,
+        label: &str,
+    ) -> Result<Image> {
+        Image::open_with(pool, image, snap, label, true)
+    }
+
+    /// Opens `image` for writing at its head.
+    pub fn open(pool: &Arc<Pool>, image: &str, label: &str) -> Result<Image> {
+        Image::open_with(pool, image, None, label, false)
+    }
+
+    fn open_with(
+        pool: &Arc<Pool>,
+        image: &str,
+        snap: Option<&str>,
+        label: &str,
+        read_only: bool,
+    ) -> Result<Image> {
+        let name = cstr(image, "image name")?;
+        let snap = snap.map(|s| cstr(s, "snapshot name")).transpose()?;
+        let snap_ptr = snap.as_ref().map_or(ptr::null(), |s| s.as_ptr());
+        let mut handle = ptr::null_mut();
+        // SAFETY: the ioctx is alive (we hold its Arc); handle is a valid out-pointer; the
+        // strings outlive the call.
+        let ret = unsafe {
+            if read_only {
+                sys::rbd_open_read_only(pool.raw(), name.as_ptr(), &mut handle, snap_ptr)
+            } else {
+                sys::rbd_open(pool.raw(), name.as_ptr(), &mut handle, snap_ptr)
+            }
+        };
+        check(
+            ret.into(),
+            if read_only {
+                "rbd_open_read_only"
+            } else {
+                "rbd_open"
+            },
+            label,
+        )?;
+        Ok(Image {
+            handle,
+            name: label.to_owned(),
+            _pool: Arc::clone(pool),
+        })
+    }
+
+    /// Creates `image` of `size` bytes.
+    pub fn create(
+        pool: &Arc<Pool>,
+        image: &str,
+        size: u64,
+        opts: &CreateOptions,
+        label: &str,
+    ) -> Result<()> {
+        let name = cstr(image, "image name")?;
+        let o = Options::new();
+        o.set(sys::RBD_IMAGE_OPTION_FORMAT, 2, label)?;
+        if let Some(order) = opts.order {
+            o.set(sys::RBD_IMAGE_OPTION_ORDER, order, label)?;
+        }
+        if let Some(features) = opts.features {
+            o.set(sys::RBD_IMAGE_OPTION_FEATURES, features, label)?;
+        }
+        if let Some((unit, count)) = opts.stripe {
+            o.set(sys::RBD_IMAGE_OPTION_STRIPE_UNIT, unit, label)?;
+            o.set(sys::RBD_IMAGE_OPTION_STRIPE_COUNT, count, label)?;
+        }
+        // SAFETY: the ioctx is alive; name and the options outlive the call.
+        let ret = unsafe { sys::rbd_create4(pool.raw(), name.as_ptr(), size, o.0) };
+        check(ret.into(), "rbd_create4", label).map(drop)
+    }
+
+    /// Removes `image`; it must have no snapshots and not be open.
+    pub fn remove(pool: &Arc<Pool>, image: &str, label: &str) -> Result<()> {
+        let name = cstr(image, "image name")?;
+        // SAFETY: the ioctx is alive; name outlives the call.
+        let ret = unsafe { sys::rbd_remove(pool.raw(), name.as_ptr()) };
+        check(ret.into(), "rbd_remove", label).map(drop)
+    }
+
+    /// Renames `from` to `to` within the pool.
+    pub fn rename(pool: &Arc<Pool>, from: &str, to: &str, label: &str) -> Result<()> {
+        let (f, t) = (cstr(from, "image name")?, cstr(to, "image name")?);
+        // SAFETY: the ioctx is alive; both names outlive the call.
+        let ret = unsafe { sys::rbd_rename(pool.raw(), f.as_ptr(), t.as_ptr()) };
+        check(ret.into(), "rbd_rename", label).map(drop)
+    }
+
+    /// The image as named in errors.
+    pub fn label(&self) -> &str {
+        &self.name
+    }
+
+    /// Size, object size, features, flags and striping.
+    pub fn stat(&self) -> Result<Stat> {
+        // SAFETY: rbd_image_info_t is plain data; all zeroes is a valid value.
+        let mut info: sys::rbd_image_info_t = unsafe { std::mem::zeroed() };
+        let mut s = Stat::default();
+        // SAFETY: the handle is open; every out-pointer is valid and sized for its value.
+        let rets = unsafe {
+            [
+                (
+                    "rbd_stat",
+                    sys::rbd_stat(self.handle, &mut info, std::mem::size_of_val(&info)),
+                ),
+                (
+                    "rbd_get_features",
+                    sys::rbd_get_features(self.handle, &mut s.features),
+                ),
+                (
+                    "rbd_get_flags",
+                    sys::rbd_get_flags(self.handle, &mut s.flags),
+                ),
+                (
+                    "rbd_get_stripe_unit",
+                    sys::rbd_get_stripe_unit(self.handle, &mut s.stripe_unit),
+                ),
+                (
+                    "rbd_get_stripe_count",
+                    sys::rbd_get_stripe_count(self.handle, &mut s.stripe_count),
+                ),
+            ]
+        };
+        for (op, ret) in rets {
+            check(ret.into(), op, &self.name)?;
+        }
+        s.size = info.size;
+        s.object_size = info.obj_size;
+        Ok(s)
+    }
+
+    /// Fills `buf` from `offset`.
+    pub fn read(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        // SAFETY: the handle is open; buf is valid for buf.len() bytes for the whole call.
+        let ret = unsafe {
+            sys::rbd_read2(
+                self.handle,
+                offset,
+                buf.len(),
+                buf.as_mut_ptr().cast::<c_char>(),
+                READ_FLAGS,
+            )
+        };
+        self.done(ret as i64, "read", offset, buf.len())
+    }
+
+    /// Writes `data` at `offset`.
+    pub fn write(&self, offset: u64, data: &[u8]) -> Result<()> {
+        // SAFETY: the handle is open; data is valid for data.len() bytes for the whole call.
+        let ret = unsafe {
+            sys::rbd_write2(
+                self.handle,
+                offset,
+                data.len(),
+                data.as_ptr().cast::<c_char>(),
+                WRITE_FLAGS,
+            )
+        };
+        self.done(ret as i64, "write", offset, data.len())
+    }
+
+    /// Makes `len` bytes at `offset` read as zeroes (whole objects are removed).
+    pub fn write_zeroes(&self, offset: u64, len: u64) -> Result<()> {
+        let len = usize::try_from(len).expect("chunks fit in memory");
+        // SAFETY: the handle is open; no buffer is passed.
+        let ret = unsafe { sys::rbd_write_zeroes(self.handle, offset, len, 0, WRITE_FLAGS) };
+        self.done(ret as i64, "write zeroes", offset, len)
+    }
+
+    fn done(&self, ret: i64, op: &'static str, offset: u64, len: usize) -> Result<()> {
+        match ret {
+            r if r < 0 => Err(Error::io(op, &self.name, offset, errno(r))),
+            r if r as usize != len => Err(Error::io(
+                op,
+                &self.name,
+                offset,
+                io::ErrorKind::UnexpectedEof.into(),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// Waits until every write is on the OSDs.
+    pub fn flush(&self) -> Result<()> {
+        // SAFETY: the handle is open.
+        let ret = unsafe { sys::rbd_flush(self.handle) };
+        check(ret.into(), "rbd_flush", &self.name).map(drop)
+    }
+
+    /// Changes the size (growing or shrinking).
+    pub fn resize(&self, size: u64) -> Result<()> {
+        // SAFETY: the handle is open.
+        let ret = unsafe { sys::rbd_resize(self.handle, size) };
+        check(ret.into(), "rbd_resize", &self.name).map(drop)
+    }
+
+    /// Creates snapshot `snap` of the head.
+    pub fn snap_create(&self, snap: &str) -> Result<()> {
+        let s = cstr(snap, "snapshot name")?;
+        // SAFETY: the handle is open; s outlives the call.
+        let ret = unsafe { sys::rbd_snap_create(self.handle, s.as_ptr()) };
+        check(ret.into(), "rbd_snap_create", &self.name).map(drop)
+    }
+
+    /// Whether snapshot `snap` exists.
+    pub fn snap_exists(&self, snap: &str) -> Result<bool> {
+        let s = cstr(snap, "snapshot name")?;
+        let mut exists = false;
+        // SAFETY: the handle is open; s outlives the call; exists is a valid out-pointer.
+        let ret = unsafe { sys::rbd_snap_exists(self.handle, s.as_ptr(), &mut exists) };
+        check(ret.into(), "rbd_snap_exists", &self.name)?;
+        Ok(exists)
+    }
+
+    /// The snapshots' names, oldest first.
+    pub fn snap_list(&self) -> Result<Vec<String>> {
+        let mut max: c_int = 16;
+        loop {
+            // SAFETY: rbd_snap_info_t is plain data; all zeroes is a valid value.
+            let mut snaps: Vec<sys::rbd_snap_info_t> =
+                vec![unsafe { std::mem::zeroed() }; max as usize];
+            // SAFETY: snaps holds max entries; librbd fills at most max and says how many.
+            let ret = unsafe { sys::rbd_snap_list(self.handle, snaps.as_mut_ptr(), &mut max) };
+            if ret == -34 {
+                continue; // ERANGE: max now holds the count needed
+            }
+            let n = check(ret.into(), "rbd_snap_list", &self.name)? as usize;
+            let name = |s: &sys::rbd_snap_info_t| {
+                // SAFETY: librbd set each name to a NUL-terminated string it owns until
+                // rbd_snap_list_end, which runs below, after the copy.
+                let name = unsafe { CStr::from_ptr(s.name) };
+                name.to_string_lossy().into_owned()
+            };
+            let names = snaps[..n].iter().map(name).collect();
+            // SAFETY: the array was filled by rbd_snap_list and is released once.
+            unsafe { sys::rbd_snap_list_end(snaps.as_mut_ptr()) };
+            return Ok(names);
+        }
+    }
+
+    /// Calls `f(offset, len, exists)` for each extent that changed since `from` (or since
+    /// creation), up to the snapshot the image is open at. Extents come in offset order;
+    /// `exists == false` means the range now reads as zeroes. With `whole_object`, extents
+    /// are whole objects (fast only with a valid fast-diff map).
+    pub fn diff(
+        &self,
+        from: Option<&str>,
+        size: u64,
+        whole_object: bool,
+        mut f: impl FnMut(u64, u64, bool),
+    ) -> Result<()> {
+        struct Ctx<'a> {
+            f: &'a mut dyn FnMut(u64, u64, bool),
+            panic: Option<Box<dyn Any + Send>>,
+        }
+        extern "C" fn callback(offset: u64, len: usize, exists: c_int, arg: *mut c_void) -> c_int {
+            // SAFETY: arg is the Ctx below, alive for the whole rbd_diff_iterate2 call; librbd
+            // calls back one extent at a time, in order, so no other reference is live.
+            let ctx = unsafe { &mut *arg.cast::<Ctx>() };
+            match panic::catch_unwind(AssertUnwindSafe(|| {
+                (ctx.f)(offset, len as u64, exists != 0)
+            })) {
+                Ok(()) => 0,
+                Err(payload) => {
+                    ctx.panic = Some(payload);
+                    STOP
+                }
+            }
+        }
+        let from = from.map(|s| cstr(s, "snapshot name")).transpose()?;
+        let from_ptr = from.as_ref().map_or(ptr::null(), |s| s.as_ptr());
+        let mut ctx = Ctx {
+            f: &mut f,
+            panic: None,
+        };
+        // SAFETY: the handle is open; from outlives the call; ctx outlives the call and is
+        // only reached through arg; the callback never unwinds into C.
+        let ret = unsafe {
+            sys::rbd_diff_iterate2(
+                self.handle,
+                from_ptr,
+                0,
+                size,
+                1,
+                u8::from(whole_object),
+                Some(callback),
+                (&mut ctx as *mut Ctx).cast::<c_void>(),
+            )
+        };
+        if let Some(payload) = ctx.panic {
+            panic::resume_unwind(payload);
+        }
+        check(ret.into(), "rbd_diff_iterate2", &self.name).map(drop)
+    }
+}
+
+impl Drop for Image {
+    fn drop(&mut self) {
+        // SAFETY: the handle came from rbd_open* and is closed once, here; nothing else
+        // holds it, since Image is not Clone.
+        unsafe { sys::rbd_close(self.handle) };
+    }
+}

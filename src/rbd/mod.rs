@@ -1,0 +1,37 @@
+//! Safe wrappers over librados and librbd: the only place besides `ffi/` with `unsafe`.
+//!
+//! One owning type per C handle, freed in `Drop`: [`Cluster`] (a `rados_t`), [`Pool`] (a
+//! `rados_ioctx_t`, holding an `Arc` of its cluster) and [`Image`] (an `rbd_image_t`,
+//! holding an `Arc` of its pool). Every negative return becomes an [`Error`] naming the
+//! call and the image.
+
+mod cluster;
+mod image;
+
+pub use cluster::{Access, Cluster, Pool};
+pub use image::{CreateOptions, Image, Stat};
+
+use std::ffi::CString;
+use std::io;
+
+use crate::error::{Error, Result};
+
+/// Turns a negative librbd/librados return into an error naming the call and the image.
+fn check(ret: i64, op: &'static str, image: &str) -> Result<u64> {
+    if ret < 0 {
+        Err(Error::open(op, image, errno(ret)))
+    } else {
+        Ok(ret as u64)
+    }
+}
+
+/// The `io::Error` of a negative errno return.
+fn errno(ret: i64) -> io::Error {
+    io::Error::from_raw_os_error(ret.unsigned_abs().min(i32::MAX as u64) as i32)
+}
+
+/// A C string of a name; a name with a NUL byte cannot exist in Ceph.
+fn cstr(text: &str, what: &str) -> Result<CString> {
+    CString::new(text)
+        .map_err(|_| Error::Unsupported(format!("{what} {text:?} contains a NUL byte")))
+}
