@@ -94,6 +94,7 @@ fn connect_hint(err: &io::Error) -> &'static str {
         Some(13) | Some(1) => " (check the user's key in the keyring and its caps)",
         Some(110) => " (no monitor answered in time; check mon_host and the network, or raise --connect-timeout)",
         Some(2) => " (a conf or keyring file is missing, or the conf names no monitor)",
+        Some(5) => " (is the keyring readable and well-formed?)",
         _ => "",
     }
 }

@@ -36,6 +36,25 @@ fn pool(spec: &RbdSpec, defaults: &Access) -> Result<Arc<Pool>> {
     Pool::open(&cluster, &spec.pool, spec.namespace.as_deref())
 }
 
+/// Which of image and snapshot is missing, after an open failed with ENOENT.
+fn missing(pool: &Arc<Pool>, spec: &RbdSpec) -> Error {
+    let head = spec.head().to_string();
+    match (
+        &spec.snap,
+        Image::open_read_only(pool, &spec.image, None, &head),
+    ) {
+        (Some(snap), Ok(_)) => Error::NoSnap {
+            image: head,
+            snap: snap.clone(),
+        },
+        _ => Error::Open {
+            op: "open",
+            image: head,
+            err: std::io::Error::new(std::io::ErrorKind::NotFound, "no such image"),
+        },
+    }
+}
+
 /// An RBD image opened read-only, at its snapshot if the spec names one.
 #[derive(Debug)]
 pub struct RbdSource {
@@ -51,7 +70,12 @@ impl RbdSource {
     pub fn open(spec: &RbdSpec, opts: &SourceOptions) -> Result<RbdSource> {
         let label = spec.to_string();
         let pool = pool(spec, &opts.access)?;
-        let image = Image::open_read_only(&pool, &spec.image, spec.snap.as_deref(), &label)?;
+        let image = match Image::open_read_only(&pool, &spec.image, spec.snap.as_deref(), &label) {
+            Err(Error::Open { err, .. }) if err.raw_os_error() == Some(2) => {
+                return Err(missing(&pool, spec));
+            }
+            other => other?,
+        };
         let stat = image.stat()?;
         if let Some(base) = &opts.base {
             if !image.snap_exists(base)? {

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use rbdcp::backend::{open_sink, open_source, Access, SinkOptions, SourceOptions};
-use rbdcp::engine::{self, check_sums, compare, default_jobs, Limits, Options, Throttle};
+use rbdcp::engine::{self, check_sums, compare, default_jobs, Limits, Options, Report, Throttle};
 use rbdcp::size::human;
 use rbdcp::Location;
 
@@ -99,23 +99,25 @@ fn copy(a: CopyArgs, access: &Access) -> Result<ExitCode> {
         ))
         .into());
     }
+    let base = a.from_snap.clone();
     let src_opts = SourceOptions {
-        base: a.from_snap.clone(),
+        base: base.clone(),
         whole_object: a.whole_object,
         ..source_opts(access)
     };
     let src = open_source(&src_loc, &src_opts)?;
     let sink_opts = SinkOptions {
         overwrite: a.overwrite,
-        base: a.from_snap.clone(),
+        base,
         snap: src_snap.filter(|_| !a.no_dst_snap),
         size: src.size(),
         layout: src.layout(),
         access: access.clone(),
     };
     let dst = open_sink(&dst_loc, &sink_opts)?;
+    let jobs = jobs(&a.workers);
     let opts = Options {
-        jobs: jobs(&a.workers),
+        jobs,
         chunk_size: a.workers.chunk_size,
         preallocate: !a.no_preallocate,
     };
@@ -127,30 +129,11 @@ fn copy(a: CopyArgs, access: &Access) -> Result<ExitCode> {
     let report = engine::copy(src.as_ref(), dst.as_ref(), &opts, &throttle, bar.as_ref())
         .with_context(|| format!("copying {src_loc} to {dst_loc}"))?;
     drop(dst);
-    let verified = if a.verify {
-        let image = open_source(&dst_loc, &source_opts(access))?;
-        let bar = progress::pick(!a.no_progress, "verify");
-        let c = check_sums(image.as_ref(), &report.sums, opts.jobs, bar.as_ref())
-            .with_context(|| format!("verifying {dst_loc}"))?;
-        let ok = c.identical() && image.size() == report.size;
-        if !ok {
-            let first = c
-                .first
-                .first()
-                .map_or(String::new(), |(o, _)| format!(", first at offset {o}"));
-            let msg = format!(
-                "verification failed: {} chunk(s) of {dst_loc} differ from {src_loc}{first}",
-                c.differing
-            );
-            if a.json {
-                print_json(&CopyJson::new(&a.src, &a.dst, &report, Some(false)))?;
-            }
-            return Err(Differ(msg).into());
-        }
-        Some(true)
-    } else {
-        None
+    let mismatch = match a.verify {
+        true => check_copy(&dst_loc, &report, jobs, access, !a.no_progress)?,
+        false => None,
     };
+    let verified = a.verify.then_some(mismatch.is_none());
     if a.json {
         print_json(&CopyJson::new(
             &src_loc.to_string(),
@@ -160,9 +143,7 @@ fn copy(a: CopyArgs, access: &Access) -> Result<ExitCode> {
         ))?;
     } else if progress::shown(!a.no_progress) {
         eprintln!(
-            "copied {} to {}: {} read, {} written, {} zeroed in {:.1} s ({}/s)",
-            src_loc,
-            dst_loc,
+            "copied {src_loc} to {dst_loc}: {} read, {} written, {} zeroed in {:.1} s ({}/s)",
             human(report.bytes_read),
             human(report.bytes_written),
             human(report.bytes_zero),
@@ -170,7 +151,37 @@ fn copy(a: CopyArgs, access: &Access) -> Result<ExitCode> {
             human(report.bytes_per_second() as u64),
         );
     }
-    Ok(ExitCode::SUCCESS)
+    match mismatch {
+        Some(msg) => Err(Differ(format!("verification failed: {msg} (source {src_loc})")).into()),
+        None => Ok(ExitCode::SUCCESS),
+    }
+}
+
+/// Re-reads the chunks a copy wrote; returns what differs, if anything.
+fn check_copy(
+    dst: &Location,
+    report: &Report,
+    jobs: usize,
+    access: &Access,
+    bar: bool,
+) -> Result<Option<String>> {
+    let image = open_source(dst, &source_opts(access))?;
+    let bar = progress::pick(bar, "verify");
+    let c = check_sums(image.as_ref(), &report.sums, jobs, bar.as_ref())
+        .with_context(|| format!("verifying {dst}"))?;
+    if image.size() != report.size {
+        return Ok(Some(format!(
+            "{dst} holds {} bytes, not {}",
+            image.size(),
+            report.size
+        )));
+    }
+    Ok(c.first.first().map(|(offset, _)| {
+        format!(
+            "{} chunk(s) of {dst} differ, the first at offset {offset}",
+            c.differing
+        )
+    }))
 }
 
 fn diff(a: DiffArgs, access: &Access) -> Result<ExitCode> {
