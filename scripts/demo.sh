@@ -1,26 +1,44 @@
 #!/usr/bin/env bash
-# `make demo`: makes a sparse image, copies it with a progress bar under a rate limit, and shows the result.
+# `make demo`: two local Ceph clusters, an image with two snapshots, a full and an incremental
+# cross-cluster copy with progress bars, a verification, and the tear-down.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-RBDCP=${RBDCP:-target/release/rbdcp}
-dir=$(mktemp -d "${TMPDIR:-/var/tmp}/rbdcp-demo.XXXXXX")
-trap 'rm -rf "$dir"' EXIT
+RBDCP=${RBDCP:-$PWD/target/release/rbdcp}
 
-echo "== a 4 GiB sparse image holding 256 MiB in 64 scattered extents"
-truncate -s 4G "$dir/src.img"
-for i in $(seq 0 63); do
-  dd if=/dev/urandom of="$dir/src.img" bs=1M count=4 seek=$((i * 61 % 4000)) conv=notrunc status=none
+if [[ -z ${RBDCP_CONF1:-} ]]; then
+  # Start two clusters, come back here, and stop them when this script ends.
+  export RBDCP_CEPH_ROOT=${RBDCP_CEPH_ROOT:-/tmp/rbdcp-demo}
+  export RBDCP_C1_PORT=${RBDCP_C1_PORT:-40700} RBDCP_C2_PORT=${RBDCP_C2_PORT:-40800}
+  exec bash scripts/with-clusters.sh bash "$0"
+fi
+C1=$RBDCP_CONF1 C2=$RBDCP_CONF2
+say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+src() { echo "rbd:rbd/vm@$1:conf=$C1"; }
+dst() { echo "rbd:rbd/vm$1:conf=$C2"; }
+
+say "cluster 1: a 1 GiB image holding 192 MiB of data, snapshot s1"
+work=$(mktemp -d /var/tmp/rbdcp-demo.XXXXXX)
+trap 'rm -rf "$work"' EXIT
+truncate -s 1G "$work/vm.img"
+for i in $(seq 0 47); do
+  dd if=/dev/urandom of="$work/vm.img" bs=1M count=4 seek=$((i * 21)) conv=notrunc status=none
 done
-"$RBDCP" diff "$dir/src.img" | head -5
-echo "   ... $("$RBDCP" diff "$dir/src.img" | tail -n +2 | wc -l) extents"
+rbd -c "$C1" import --no-progress "$work/vm.img" rbd/vm
+rbd -c "$C1" snap create --no-progress rbd/vm@s1
 
-echo "== rbdcp copy --bps-limit 128M --verify (the bar shows when stderr is a terminal)"
-"$RBDCP" copy "$dir/src.img" "$dir/dst.img" --bps-limit 128M --verify
+say "rbdcp copy $(src s1) $(dst '') --bps-limit 256M"
+"$RBDCP" copy "$(src s1)" "$(dst '')" --bps-limit 256M
 
-echo "== the copy: same bytes, holes kept"
-"$RBDCP" verify "$dir/src.img" "$dir/dst.img"
-du -h --apparent-size "$dir/dst.img" | sed 's/^/   apparent size: /'
-du -h "$dir/dst.img" | sed 's/^/   on disk:       /'
+say "cluster 1: 32 MiB of random 64 KiB writes, snapshot s2"
+rbd -c "$C1" bench --io-type write --io-size 64K --io-total 32M --io-pattern rand rbd/vm >/dev/null
+rbd -c "$C1" snap create --no-progress rbd/vm@s2
+echo "rbdcp diff --from-snap s1 lists $("$RBDCP" diff "$(src s2)" --from-snap s1 | tail -n +2 | wc -l) changed extents"
 
-echo "== the same copy as JSON, for scripts"
-"$RBDCP" copy "$dir/src.img" "$dir/dst.img" --overwrite --json
+say "rbdcp copy $(src s2) $(dst '') --from-snap s1 --verify --json"
+"$RBDCP" copy "$(src s2)" "$(dst '')" --from-snap s1 --verify --json | python3 -m json.tool
+
+say "cluster 2 now holds both snapshots, byte for byte as cluster 1"
+rbd -c "$C2" snap ls rbd/vm
+for s in s1 s2; do
+  "$RBDCP" verify "$(src "$s")" "$(dst "@$s")"
+done
