@@ -1,11 +1,11 @@
-//! Copies a source to a sink: reads data chunks, turns all-zero ones into zeroing, writes
-//! the rest, and records a crc32 of every chunk.
+//! Copies a source to a sink: reads data chunks, turns their long zero runs (or the whole
+//! chunk) into zeroing, writes the rest, and records a crc32 of every chunk.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 
-use super::plan::{chunk_size, is_zero, Chunk, Plan};
+use super::plan::{chunk_size, sparse_runs, Chunk, Plan, SPARSE_BLOCK, SPARSE_GAP};
 use super::progress::Progress;
 use super::run::run;
 use super::throttle::{Pace, Throttle};
@@ -177,12 +177,15 @@ fn copy_chunk<C: Pace>(
         len: c.len,
         crc: Some(crc),
     });
-    if is_zero(buf) {
-        dst.write_zeroes(c.offset, c.len)?;
-        counts.zero.fetch_add(c.len, Ordering::Relaxed);
-    } else {
-        dst.write_at(c.offset, buf)?;
-        counts.written.fetch_add(c.len, Ordering::Relaxed);
+    for (start, end, data) in sparse_runs(buf, SPARSE_BLOCK, SPARSE_GAP) {
+        let (offset, len) = (c.offset + start as u64, (end - start) as u64);
+        if data {
+            dst.write_at(offset, &buf[start..end])?;
+            counts.written.fetch_add(len, Ordering::Relaxed);
+        } else {
+            dst.write_zeroes(offset, len)?;
+            counts.zero.fetch_add(len, Ordering::Relaxed);
+        }
     }
     Ok(())
 }

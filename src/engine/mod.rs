@@ -9,7 +9,7 @@ mod throttle;
 mod verify;
 
 pub use copy::{copy, default_jobs, Options, Report, Sum, DEFAULT_CHUNK, DEFAULT_IN_FLIGHT};
-pub use plan::{chunk_size, is_zero, Chunk, Plan};
+pub use plan::{chunk_size, is_zero, sparse_runs, Chunk, Plan, SPARSE_BLOCK, SPARSE_GAP};
 pub use progress::{Progress, Silent};
 pub use run::Tracker;
 pub use throttle::{Limits, Pace, Throttle};

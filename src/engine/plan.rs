@@ -154,6 +154,45 @@ pub fn chunk_size(requested: u64, object_size: Option<u64>) -> u64 {
     }
 }
 
+/// Block size at which data chunks are searched for zeroes.
+pub const SPARSE_BLOCK: usize = 4096;
+
+/// The shortest run of zero blocks inside a data chunk that is zeroed rather than written.
+pub const SPARSE_GAP: usize = 64 * 1024;
+
+/// Splits `buf` into runs `(start, end, data)` that tile it: runs of zero blocks at least
+/// `gap` bytes long are zero runs, the rest data (a shorter zero run is written with its
+/// neighbours: a separate call would cost more than it saves). All zeroes: one zero run.
+pub fn sparse_runs(buf: &[u8], block: usize, gap: usize) -> Vec<(usize, usize, bool)> {
+    let mut zeros: Vec<(usize, usize)> = Vec::new();
+    let mut start = None;
+    for (i, b) in buf.chunks(block).enumerate() {
+        match (is_zero(b), start) {
+            (true, None) => start = Some(i * block),
+            (false, Some(s)) => {
+                zeros.push((s, i * block));
+                start = None;
+            }
+            _ => {}
+        }
+    }
+    zeros.extend(start.map(|s| (s, buf.len())));
+    zeros.retain(|&(s, e)| e - s >= gap || (s == 0 && e == buf.len()));
+    let mut out = Vec::with_capacity(2 * zeros.len() + 1);
+    let mut pos = 0;
+    for (s, e) in zeros {
+        if s > pos {
+            out.push((pos, s, true));
+        }
+        out.push((s, e, false));
+        pos = e;
+    }
+    if pos < buf.len() {
+        out.push((pos, buf.len(), true));
+    }
+    out
+}
+
 /// Whether every byte of `buf` is zero.
 pub fn is_zero(buf: &[u8]) -> bool {
     // OR-folding fixed blocks lets the compiler vectorize; `all` alone would not.
@@ -238,6 +277,54 @@ mod tests {
         buf[4098] = 0;
         buf[17] = 0x80;
         assert!(!is_zero(&buf));
+    }
+
+    #[test]
+    fn sparse_runs_split_on_long_zero_runs() {
+        let mut buf = vec![1u8; 32 * 4096];
+        buf[4096..20 * 4096].fill(0); // 19 blocks: a zero run
+        buf[24 * 4096..26 * 4096].fill(0); // 2 blocks: too short
+        buf[30 * 4096..].fill(0); // the tail, 2 blocks: too short
+        let runs = sparse_runs(&buf, 4096, 16 * 4096);
+        assert_eq!(
+            runs,
+            vec![
+                (0, 4096, true),
+                (4096, 20 * 4096, false),
+                (20 * 4096, 32 * 4096, true)
+            ]
+        );
+        assert_eq!(
+            sparse_runs(&[0; 10_000], 4096, 65536),
+            vec![(0, 10_000, false)]
+        );
+        assert_eq!(
+            sparse_runs(&[7; 10_000], 4096, 65536),
+            vec![(0, 10_000, true)]
+        );
+        assert_eq!(sparse_runs(&[], 4096, 65536), vec![]);
+    }
+
+    proptest! {
+        /// Runs tile the buffer, zero runs hold only zeroes, and data runs start and end on
+        /// block boundaries or the buffer's ends.
+        #[test]
+        fn sparse_runs_tile_the_buffer(blocks in prop::collection::vec(any::<bool>(), 0..64), tail in 0usize..100) {
+            let mut buf: Vec<u8> = blocks.iter().flat_map(|&d| vec![u8::from(d); 512]).collect();
+            buf.extend(std::iter::repeat_n(1u8, tail));
+            let runs = sparse_runs(&buf, 512, 2048);
+            let mut pos = 0;
+            for &(s, e, data) in &runs {
+                prop_assert_eq!(s, pos);
+                prop_assert!(e > s);
+                if !data {
+                    prop_assert!(is_zero(&buf[s..e]));
+                    prop_assert!(e - s >= 2048 || runs.len() == 1);
+                }
+                pos = e;
+            }
+            prop_assert_eq!(pos, buf.len());
+        }
     }
 
     fn extents() -> impl Strategy<Value = Vec<(u64, u64, bool)>> {
