@@ -244,3 +244,38 @@ fn a_bps_limit_holds_within_ten_percent() {
         "measured {rate:.0} B/s, {ratio:.3} of the limit"
     );
 }
+
+#[test]
+fn an_interrupted_copy_leaves_nothing_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    util::sparse_file(&d.join("a.img"), 64 * M, &[(0, 32 * M as usize)]);
+    // At 4 MiB/s the copy would take 8 s; it is stopped after one.
+    let child = rbdcp(d)
+        .args([
+            "copy",
+            "a.img",
+            "b.img",
+            "--bps-limit",
+            "4M",
+            "--chunk-size",
+            "1M",
+        ])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    let kill = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("interrupted"), "{}", stderr(&out));
+    let left: Vec<_> = std::fs::read_dir(d)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left, ["a.img"], "a partial copy was left behind");
+}

@@ -33,6 +33,7 @@ fn opts(jobs: usize, chunk: u64) -> Options {
         jobs,
         chunk_size: chunk,
         preallocate: true,
+        cancel: None,
     }
 }
 

@@ -6,6 +6,8 @@ mod report;
 
 use std::io::{self, Write};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use rbdcp::backend::{open_sink, open_source, Access, SinkOptions, SourceOptions};
@@ -64,6 +66,22 @@ pub fn wants_json(command: &Command) -> bool {
     }
 }
 
+/// A flag that turns true on the first SIGINT or SIGTERM, so a copy stops cleanly: running
+/// chunks finish and a partial destination is removed. A second signal exits at once.
+fn interrupt_flag() -> Arc<AtomicBool> {
+    let flag = Arc::new(AtomicBool::new(false));
+    let set = Arc::clone(&flag);
+    let handler = move || {
+        if set.swap(true, Ordering::SeqCst) {
+            std::process::exit(130);
+        }
+        eprintln!("rbdcp: stopping: finishing the chunks in flight (again to quit at once)");
+    };
+    // Without a handler (one already set) signals keep their default action.
+    let _ = ctrlc::set_handler(handler);
+    flag
+}
+
 /// Prints `{"error": ...}` on standard output.
 pub fn print_json_error(message: &str) {
     let _ = print_json(&ErrorJson {
@@ -120,6 +138,7 @@ fn copy(a: CopyArgs, access: &Access) -> Result<ExitCode> {
         jobs,
         chunk_size: a.workers.chunk_size,
         preallocate: !a.no_preallocate,
+        cancel: Some(interrupt_flag()),
     };
     let throttle = Throttle::new(Limits {
         bytes_per_second: a.bps_limit,

@@ -1,8 +1,8 @@
 //! Copies a source to a sink: reads data chunks, turns their long zero runs (or the whole
 //! chunk) into zeroing, writes the rest, and records a crc32 of every chunk.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use super::plan::{chunk_size, sparse_runs, Chunk, Plan, SPARSE_BLOCK, SPARSE_GAP};
@@ -21,6 +21,9 @@ pub struct Options {
     pub chunk_size: u64,
     /// Reserve space for the data before writing it, where the sink can.
     pub preallocate: bool,
+    /// Turned true from outside (a signal handler) to stop the copy: running chunks finish,
+    /// no new one starts, and the copy fails with `Error::Interrupted`.
+    pub cancel: Option<Arc<AtomicBool>>,
 }
 
 impl Default for Options {
@@ -29,6 +32,7 @@ impl Default for Options {
             jobs: default_jobs(DEFAULT_CHUNK),
             chunk_size: DEFAULT_CHUNK,
             preallocate: true,
+            cancel: None,
         }
     }
 }
@@ -114,9 +118,15 @@ pub fn copy<C: Pace>(
     let (data, zero) = plan.totals();
     progress.start(data + zero);
     let counts = Counts::default();
-    let result = run(opts.jobs, size, plan.chunks(), progress, |c, buf| {
-        copy_chunk(src, dst, throttle, c, buf, &counts)
-    })
+    let cancel = opts.cancel.as_deref();
+    let result = run(
+        opts.jobs,
+        size,
+        plan.chunks(),
+        cancel,
+        progress,
+        |c, buf| copy_chunk(src, dst, throttle, c, buf, &counts),
+    )
     .and_then(|()| dst.finish());
     progress.finish();
     result?;

@@ -56,12 +56,14 @@ struct Queue<I> {
 }
 
 /// Runs `work` on every chunk of `chunks` with `jobs` workers. Each worker owns a scratch
-/// buffer that `work` may grow; memory is bounded by `jobs` buffers. The first error stops
-/// new chunks from starting, lets running ones finish, and is returned.
+/// buffer that `work` may grow; memory is bounded by `jobs` buffers. The first error (or
+/// `cancel` turning true: [`Error::Interrupted`]) stops new chunks from starting, lets
+/// running ones finish, and is returned.
 pub(crate) fn run<I, F>(
     jobs: usize,
     size: u64,
     chunks: I,
+    cancel: Option<&AtomicBool>,
     progress: &dyn Progress,
     work: F,
 ) -> Result<()>
@@ -89,6 +91,14 @@ where
             scope.spawn(|_| {
                 let mut buf = Vec::new();
                 while !failed.load(Ordering::Relaxed) {
+                    if cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
+                        failed.store(true, Ordering::Relaxed);
+                        first_error
+                            .lock()
+                            .unwrap()
+                            .get_or_insert(Error::Interrupted);
+                        break;
+                    }
                     let Some(chunk) = next(&queue) else { break };
                     match work(&chunk, &mut buf) {
                         Ok(()) => {
@@ -144,6 +154,29 @@ mod tests {
     }
 
     #[test]
+    fn cancelling_stops_with_interrupted() {
+        let cancel = AtomicBool::new(false);
+        let done = AtomicU64::new(0);
+        let chunks = (0..10_000).map(|i| chunk(i * 10, 10));
+        let err = run(
+            2,
+            100_000,
+            chunks,
+            Some(&cancel),
+            &super::super::Silent,
+            |_, _| {
+                if done.fetch_add(1, Ordering::Relaxed) == 100 {
+                    cancel.store(true, Ordering::Relaxed);
+                }
+                Ok(())
+            },
+        )
+        .unwrap_err();
+        assert!(matches!(err, Error::Interrupted), "{err}");
+        assert!(done.load(Ordering::Relaxed) < 110);
+    }
+
+    #[test]
     fn watermark_waits_for_the_lowest_running_chunk() {
         let mut t = Tracker::new(0);
         let (a, b, c) = (chunk(0, 10), chunk(10, 10), chunk(30, 10));
@@ -176,7 +209,7 @@ mod tests {
         let chunks: Vec<Chunk> = (0..200).map(|i| chunk(i * 10, 10)).collect();
         let seen = Mutex::new(Vec::new());
         let marks = Marks(Mutex::new(Vec::new()), AtomicU64::new(0));
-        run(8, 2000, chunks.clone().into_iter(), &marks, |c, _| {
+        run(8, 2000, chunks.clone().into_iter(), None, &marks, |c, _| {
             // Later chunks finish first now and then, so completion is out of order.
             if c.offset % 70 == 0 {
                 std::thread::yield_now();
@@ -197,7 +230,7 @@ mod tests {
     fn the_first_error_stops_new_chunks() {
         let started = AtomicU64::new(0);
         let chunks = (0..10_000).map(|i| chunk(i * 10, 10));
-        let err = run(4, 100_000, chunks, &super::super::Silent, |c, _| {
+        let err = run(4, 100_000, chunks, None, &super::super::Silent, |c, _| {
             started.fetch_add(1, Ordering::Relaxed);
             if c.offset == 500 {
                 return Err(Error::io(

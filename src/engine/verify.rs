@@ -70,7 +70,7 @@ pub fn check_sums(
         data: true,
     });
     progress.start(sums.iter().map(|s| s.len).sum());
-    let result = run(jobs, image.size(), chunks, progress, |c, buf| {
+    let result = run(jobs, image.size(), chunks, None, progress, |c, buf| {
         let len = c.len as usize;
         if buf.len() < len {
             buf.resize(len, 0);
@@ -121,7 +121,7 @@ pub fn compare(
     let diffs = Mutex::new(Diffs::default());
     let bytes = AtomicU64::new(0);
     progress.start(plan.totals().0);
-    let result = run(jobs, size, plan.chunks(), progress, |c, buf| {
+    let result = run(jobs, size, plan.chunks(), None, progress, |c, buf| {
         let (left, right) = split(buf, c.len as usize);
         let crc_a = read_crc_into(a, c, left)?;
         let crc_b = read_crc_into(b, c, right)?;
