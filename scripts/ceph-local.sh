@@ -255,6 +255,12 @@ start_cleanup() {
 	local rc=$1 f
 	trap - EXIT INT TERM
 	((rc == 0)) && return 0
+	if ((rc == 130 || rc == 143)); then
+		echo "$PROG: start of cluster '$NAME' interrupted; killing what it started" >&2
+		kill_daemons || true
+		rm -rf -- "$DIR"
+		exit "$rc"
+	fi
 	echo "$PROG: start of cluster '$NAME' failed; killing what it started" >&2
 	kill_daemons || true
 	for f in "$DIR"/log/bringup.log "$DIR"/log/mon.a.out "$DIR"/log/mon.a.log \

@@ -271,6 +271,15 @@ impl Image {
         self.done(ret as i64, "write zeroes", offset, len)
     }
 
+    /// Discards `len` bytes at `offset`. Beware: librbd may skip the unaligned parts of a
+    /// partial-object discard (`rbd_skip_partial_discard`), leaving old data there; zero with
+    /// [`Image::write_zeroes`] when the range must read as zeroes.
+    pub fn discard(&self, offset: u64, len: u64) -> Result<()> {
+        // SAFETY: the handle is open; no buffer is passed.
+        let ret = unsafe { sys::rbd_discard(self.handle, offset, len) };
+        check(ret.into(), "rbd_discard", &self.name).map(drop)
+    }
+
     fn done(&self, ret: i64, op: &'static str, offset: u64, len: usize) -> Result<()> {
         match ret {
             r if r < 0 => Err(Error::io(op, &self.name, offset, errno(r))),
