@@ -26,9 +26,12 @@ lint:
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-# Writes BENCHMARKS.md: rbdcp against cp and qemu-img, timed side by side.
+# Writes BENCHMARKS.md: rbdcp against cp and qemu-img on local images, then (with two local
+# clusters, started for the run and stopped afterwards) against rbd cp, rbd export | import,
+# rbd export-diff | import-diff, qemu-img and rados bench; all timed side by side.
 bench: build
 	bash bench/local.sh
+	bash scripts/with-clusters.sh python3 bench/rbd.py
 
 # A real copy with a progress bar, then the result.
 demo: build

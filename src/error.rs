@@ -83,6 +83,18 @@ pub enum Error {
         /// The snapshot.
         snap: String,
     },
+    /// A diff stream holds something it must not.
+    #[error("diff stream {stream}: at byte {offset}: expected {expected}, found {found}")]
+    Stream {
+        /// The stream (a path, or `-`).
+        stream: String,
+        /// The byte offset in the stream.
+        offset: u64,
+        /// What was expected there.
+        expected: String,
+        /// What was there.
+        found: String,
+    },
     /// The run was stopped from outside (for example by Ctrl-C).
     #[error("interrupted")]
     Interrupted,

@@ -12,6 +12,7 @@ pub mod location;
 #[allow(unsafe_code)]
 pub mod rbd;
 pub mod size;
+pub mod stream;
 
 pub use engine::{Extent, ImageSink, ImageSource};
 pub use error::{Error, Result};

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use super::plan::{chunk_size, sparse_runs, Chunk, Plan, SPARSE_BLOCK, SPARSE_GAP};
 use super::progress::Progress;
-use super::run::run;
+use super::run::{run, Lane};
 use super::throttle::{Pace, Throttle};
 use super::{ImageSink, ImageSource};
 use crate::error::Result;
@@ -122,10 +122,10 @@ pub fn copy<C: Pace>(
     let result = run(
         opts.jobs,
         size,
-        plan.chunks(),
+        plan.chunks().map(Ok),
         cancel,
         progress,
-        |c, buf| copy_chunk(src, dst, throttle, c, buf, &counts),
+        |c, buf, lane| copy_chunk(src, dst, throttle, &c, buf, lane, &counts),
     )
     .and_then(|()| dst.finish());
     progress.finish();
@@ -159,11 +159,15 @@ fn copy_chunk<C: Pace>(
     throttle: &Throttle<C>,
     c: &Chunk,
     buf: &mut Vec<u8>,
+    lane: &Lane,
     counts: &Counts,
 ) -> Result<()> {
     counts.chunks.fetch_add(1, Ordering::Relaxed);
     if !c.data {
         throttle.take(0);
+        if dst.ordered() {
+            lane.wait_turn(c)?;
+        }
         dst.write_zeroes(c.offset, c.len)?;
         counts.zero.fetch_add(c.len, Ordering::Relaxed);
         counts.sums.lock().unwrap().push(Sum {
@@ -187,6 +191,9 @@ fn copy_chunk<C: Pace>(
         len: c.len,
         crc: Some(crc),
     });
+    if dst.ordered() {
+        lane.wait_turn(c)?;
+    }
     for (start, end, data) in sparse_runs(buf, SPARSE_BLOCK, SPARSE_GAP) {
         let (offset, len) = (c.offset + start as u64, (end - start) as u64);
         if data {

@@ -111,6 +111,12 @@ pub trait ImageSink: Send + Sync {
         None
     }
 
+    /// `true` when writes must arrive in offset order (a stream): chunks are still read in
+    /// parallel, but each waits for the ones before it to be written.
+    fn ordered(&self) -> bool {
+        false
+    }
+
     /// `true` when every byte not written reads as zero (a new image), so full copies
     /// can skip the source's holes.
     fn zeroed(&self) -> bool;

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::sync::{Condvar, Mutex};
 
 use super::plan::Chunk;
 use super::progress::Progress;
@@ -29,6 +29,10 @@ impl Tracker {
 
     /// Records that `chunk` was handed to a worker.
     pub fn start(&mut self, chunk: &Chunk) {
+        if self.running.is_empty() && self.handed < chunk.offset {
+            // Nothing runs and nothing below this chunk is left: the gap is done.
+            self.handed = chunk.offset;
+        }
         self.running.insert(chunk.offset);
         self.handed = chunk.end();
     }
@@ -49,38 +53,103 @@ impl Tracker {
     }
 }
 
-struct Queue<I> {
-    chunks: I,
-    tracker: Tracker,
-    size: u64,
+/// One unit of work: a chunk, and whatever travels with it (the data read from a stream).
+pub(crate) trait Task: Send {
+    /// The range it covers.
+    fn chunk(&self) -> Chunk;
 }
 
-/// Runs `work` on every chunk of `chunks` with `jobs` workers. Each worker owns a scratch
-/// buffer that `work` may grow; memory is bounded by `jobs` buffers. The first error (or
-/// `cancel` turning true: [`Error::Interrupted`]) stops new chunks from starting, lets
-/// running ones finish, and is returned.
-pub(crate) fn run<I, F>(
+impl Task for Chunk {
+    fn chunk(&self) -> Chunk {
+        *self
+    }
+}
+
+struct Queue<I> {
+    tasks: I,
+    tracker: Tracker,
+    size: u64,
+    /// The tasks failed: hand out nothing more.
+    broken: bool,
+}
+
+/// What a running job shares between its workers.
+struct Shared<I> {
+    queue: Mutex<Queue<I>>,
+    /// Signalled whenever a chunk is done or the job fails.
+    turn: Condvar,
+    failed: AtomicBool,
+    first_error: Mutex<Option<Error>>,
+}
+
+impl<I> Shared<I> {
+    fn fail(&self, e: Error) {
+        self.failed.store(true, Ordering::Relaxed);
+        self.first_error.lock().unwrap().get_or_insert(e);
+        let _q = self.queue.lock().unwrap();
+        self.turn.notify_all();
+    }
+}
+
+/// Lets a worker wait for its turn, for sinks that must be written in offset order.
+pub(crate) struct Lane<'a> {
+    wait: &'a (dyn Fn(&Chunk) -> Result<()> + Sync),
+}
+
+impl Lane<'_> {
+    /// Returns once every chunk handed out before `chunk` is done, or fails when the job did.
+    pub(crate) fn wait_turn(&self, chunk: &Chunk) -> Result<()> {
+        (self.wait)(chunk)
+    }
+}
+
+/// Runs `work` on every task of `tasks` with `jobs` workers, in the order given; they finish
+/// in any order. Each worker owns a scratch buffer that `work` may grow, so memory is
+/// bounded by `jobs` buffers. The first error (from `tasks` or `work`, or `cancel` turning
+/// true: [`Error::Interrupted`]) stops new tasks from starting, lets running ones finish,
+/// and is returned.
+pub(crate) fn run<I, T, F>(
     jobs: usize,
     size: u64,
-    chunks: I,
+    tasks: I,
     cancel: Option<&AtomicBool>,
     progress: &dyn Progress,
     work: F,
 ) -> Result<()>
 where
-    I: Iterator<Item = Chunk> + Send,
-    F: Fn(&Chunk, &mut Vec<u8>) -> Result<()> + Sync,
+    I: Iterator<Item = Result<T>> + Send,
+    T: Task,
+    F: Fn(T, &mut Vec<u8>, &Lane) -> Result<()> + Sync,
 {
     let jobs = jobs.max(1);
-    let mut chunks = chunks.peekable();
-    let start = chunks.peek().map_or(size, |c| c.offset);
-    let queue = Mutex::new(Queue {
-        chunks,
-        tracker: Tracker::new(start),
+    let queue = Queue {
+        tasks,
+        tracker: Tracker::new(0),
         size,
-    });
-    let failed = AtomicBool::new(false);
-    let first_error: Mutex<Option<Error>> = Mutex::new(None);
+        broken: false,
+    };
+    let shared = Shared {
+        queue: Mutex::new(queue),
+        turn: Condvar::new(),
+        failed: AtomicBool::new(false),
+        first_error: Mutex::new(None),
+    };
+    let wait = |chunk: &Chunk| {
+        let mut q = shared.queue.lock().unwrap();
+        while q
+            .tracker
+            .running
+            .first()
+            .is_some_and(|&first| first < chunk.offset)
+        {
+            if shared.failed.load(Ordering::Relaxed) {
+                return Err(Error::Interrupted);
+            }
+            q = shared.turn.wait(q).unwrap();
+        }
+        Ok(())
+    };
+    let lane = Lane { wait: &wait };
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(jobs)
         .thread_name(|i| format!("rbdcp-{i}"))
@@ -90,52 +159,66 @@ where
         for _ in 0..jobs {
             scope.spawn(|_| {
                 let mut buf = Vec::new();
-                while !failed.load(Ordering::Relaxed) {
+                while !shared.failed.load(Ordering::Relaxed) {
                     if cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
-                        failed.store(true, Ordering::Relaxed);
-                        first_error
-                            .lock()
-                            .unwrap()
-                            .get_or_insert(Error::Interrupted);
+                        shared.fail(Error::Interrupted);
                         break;
                     }
-                    let Some(chunk) = next(&queue) else { break };
-                    match work(&chunk, &mut buf) {
+                    let task = match next(&shared.queue) {
+                        Ok(Some(task)) => task,
+                        Ok(None) => break,
+                        Err(e) => {
+                            shared.fail(e);
+                            break;
+                        }
+                    };
+                    let chunk = task.chunk();
+                    match work(task, &mut buf, &lane) {
                         Ok(()) => {
                             let mark = {
-                                let mut q = queue.lock().unwrap();
+                                let mut q = shared.queue.lock().unwrap();
                                 q.tracker.done(&chunk);
+                                shared.turn.notify_all();
                                 q.tracker.watermark()
                             };
                             progress.advance(chunk.len);
                             progress.mark(mark);
                         }
-                        Err(e) => {
-                            failed.store(true, Ordering::Relaxed);
-                            first_error.lock().unwrap().get_or_insert(e);
-                        }
+                        Err(e) => shared.fail(e),
                     }
                 }
             });
         }
     });
-    match first_error.into_inner().unwrap() {
+    match shared.first_error.into_inner().unwrap() {
         Some(e) => Err(e),
         None => Ok(()),
     }
 }
 
-fn next<I: Iterator<Item = Chunk>>(queue: &Mutex<Queue<I>>) -> Option<Chunk> {
+fn next<I, T>(queue: &Mutex<Queue<I>>) -> Result<Option<T>>
+where
+    I: Iterator<Item = Result<T>>,
+    T: Task,
+{
     let mut q = queue.lock().unwrap();
-    match q.chunks.next() {
-        Some(chunk) => {
-            q.tracker.start(&chunk);
-            Some(chunk)
+    if q.broken {
+        return Ok(None);
+    }
+    let task = q
+        .tasks
+        .next()
+        .transpose()
+        .inspect_err(|_| q.broken = true)?;
+    match task {
+        Some(task) => {
+            q.tracker.start(&task.chunk());
+            Ok(Some(task))
         }
         None => {
             let size = q.size;
             q.tracker.drained(size);
-            None
+            Ok(None)
         }
     }
 }
@@ -154,17 +237,85 @@ mod tests {
     }
 
     #[test]
+    fn turns_let_chunks_write_in_offset_order() {
+        let chunks: Vec<Chunk> = (0..300).map(|i| chunk(i * 10, 10)).collect();
+        let order = Mutex::new(Vec::new());
+        run(
+            8,
+            3000,
+            chunks.clone().into_iter().map(Ok),
+            None,
+            &super::super::Silent,
+            |c: Chunk, _, lane| {
+                if c.offset % 30 == 0 {
+                    std::thread::sleep(std::time::Duration::from_micros(200));
+                }
+                lane.wait_turn(&c)?;
+                order.lock().unwrap().push(c.offset);
+                Ok(())
+            },
+        )
+        .unwrap();
+        let order = order.into_inner().unwrap();
+        assert_eq!(order, chunks.iter().map(|c| c.offset).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_failure_wakes_the_workers_waiting_for_their_turn() {
+        let chunks = (0..100).map(|i| Ok(chunk(i * 10, 10)));
+        let err = run(
+            4,
+            1000,
+            chunks,
+            None,
+            &super::super::Silent,
+            |c: Chunk, _, lane| {
+                if c.offset == 0 {
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                    return Err(Error::Unsupported("first chunk failed".into()));
+                }
+                lane.wait_turn(&c)
+            },
+        )
+        .unwrap_err();
+        assert_eq!(err.to_string(), "first chunk failed");
+    }
+
+    #[test]
+    fn an_error_from_the_tasks_stops_the_run() {
+        let tasks = (0..100).map(|i| match i {
+            50 => Err(Error::Unsupported("bad stream".into())),
+            i => Ok(chunk(i * 10, 10)),
+        });
+        let done = AtomicU64::new(0);
+        let err = run(
+            2,
+            1000,
+            tasks,
+            None,
+            &super::super::Silent,
+            |_: Chunk, _, _| {
+                done.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            },
+        )
+        .unwrap_err();
+        assert_eq!(err.to_string(), "bad stream");
+        assert_eq!(done.load(Ordering::Relaxed), 50);
+    }
+
+    #[test]
     fn cancelling_stops_with_interrupted() {
         let cancel = AtomicBool::new(false);
         let done = AtomicU64::new(0);
-        let chunks = (0..10_000).map(|i| chunk(i * 10, 10));
+        let chunks = (0..10_000).map(|i| Ok(chunk(i * 10, 10)));
         let err = run(
             2,
             100_000,
             chunks,
             Some(&cancel),
             &super::super::Silent,
-            |_, _| {
+            |_: Chunk, _, _| {
                 if done.fetch_add(1, Ordering::Relaxed) == 100 {
                     cancel.store(true, Ordering::Relaxed);
                 }
@@ -209,14 +360,21 @@ mod tests {
         let chunks: Vec<Chunk> = (0..200).map(|i| chunk(i * 10, 10)).collect();
         let seen = Mutex::new(Vec::new());
         let marks = Marks(Mutex::new(Vec::new()), AtomicU64::new(0));
-        run(8, 2000, chunks.clone().into_iter(), None, &marks, |c, _| {
-            // Later chunks finish first now and then, so completion is out of order.
-            if c.offset % 70 == 0 {
-                std::thread::yield_now();
-            }
-            seen.lock().unwrap().push(c.offset);
-            Ok(())
-        })
+        run(
+            8,
+            2000,
+            chunks.clone().into_iter().map(Ok),
+            None,
+            &marks,
+            |c: Chunk, _, _| {
+                // Later chunks finish first now and then, so completion is out of order.
+                if c.offset % 70 == 0 {
+                    std::thread::yield_now();
+                }
+                seen.lock().unwrap().push(c.offset);
+                Ok(())
+            },
+        )
         .unwrap();
         let mut seen = seen.into_inner().unwrap();
         seen.sort_unstable();
@@ -229,19 +387,26 @@ mod tests {
     #[test]
     fn the_first_error_stops_new_chunks() {
         let started = AtomicU64::new(0);
-        let chunks = (0..10_000).map(|i| chunk(i * 10, 10));
-        let err = run(4, 100_000, chunks, None, &super::super::Silent, |c, _| {
-            started.fetch_add(1, Ordering::Relaxed);
-            if c.offset == 500 {
-                return Err(Error::io(
-                    "write",
-                    "img",
-                    c.offset,
-                    std::io::ErrorKind::Other.into(),
-                ));
-            }
-            Ok(())
-        })
+        let chunks = (0..10_000).map(|i| Ok(chunk(i * 10, 10)));
+        let err = run(
+            4,
+            100_000,
+            chunks,
+            None,
+            &super::super::Silent,
+            |c: Chunk, _, _| {
+                started.fetch_add(1, Ordering::Relaxed);
+                if c.offset == 500 {
+                    return Err(Error::io(
+                        "write",
+                        "img",
+                        c.offset,
+                        std::io::ErrorKind::Other.into(),
+                    ));
+                }
+                Ok(())
+            },
+        )
         .unwrap_err();
         assert!(
             err.to_string().starts_with("write on img at offset 500"),

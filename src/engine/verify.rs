@@ -70,27 +70,34 @@ pub fn check_sums(
         data: true,
     });
     progress.start(sums.iter().map(|s| s.len).sum());
-    let result = run(jobs, image.size(), chunks, None, progress, |c, buf| {
-        let len = c.len as usize;
-        if buf.len() < len {
-            buf.resize(len, 0);
-        }
-        let buf = &mut buf[..len];
-        image.read_at(c.offset, buf)?;
-        bytes.fetch_add(c.len, Ordering::Relaxed);
-        let sum = sums
-            .binary_search_by_key(&c.offset, |s| s.offset)
-            .map(|i| sums[i].crc);
-        let good = match sum {
-            Ok(Some(crc)) => crc32fast::hash(buf) == crc,
-            Ok(None) => is_zero(buf),
-            Err(_) => unreachable!("every chunk comes from sums"),
-        };
-        if !good {
-            diffs.lock().unwrap().add(c);
-        }
-        Ok(())
-    });
+    let result = run(
+        jobs,
+        image.size(),
+        chunks.map(Ok),
+        None,
+        progress,
+        |c, buf, _| {
+            let len = c.len as usize;
+            if buf.len() < len {
+                buf.resize(len, 0);
+            }
+            let buf = &mut buf[..len];
+            image.read_at(c.offset, buf)?;
+            bytes.fetch_add(c.len, Ordering::Relaxed);
+            let sum = sums
+                .binary_search_by_key(&c.offset, |s| s.offset)
+                .map(|i| sums[i].crc);
+            let good = match sum {
+                Ok(Some(crc)) => crc32fast::hash(buf) == crc,
+                Ok(None) => is_zero(buf),
+                Err(_) => unreachable!("every chunk comes from sums"),
+            };
+            if !good {
+                diffs.lock().unwrap().add(&c);
+            }
+            Ok(())
+        },
+    );
     progress.finish();
     result?;
     let diffs = diffs.into_inner().unwrap();
@@ -121,16 +128,23 @@ pub fn compare(
     let diffs = Mutex::new(Diffs::default());
     let bytes = AtomicU64::new(0);
     progress.start(plan.totals().0);
-    let result = run(jobs, size, plan.chunks(), None, progress, |c, buf| {
-        let (left, right) = split(buf, c.len as usize);
-        let crc_a = read_crc_into(a, c, left)?;
-        let crc_b = read_crc_into(b, c, right)?;
-        bytes.fetch_add(c.len, Ordering::Relaxed);
-        if crc_a != crc_b {
-            diffs.lock().unwrap().add(c);
-        }
-        Ok(())
-    });
+    let result = run(
+        jobs,
+        size,
+        plan.chunks().map(Ok),
+        None,
+        progress,
+        |c, buf, _| {
+            let (left, right) = split(buf, c.len as usize);
+            let crc_a = read_crc_into(a, &c, left)?;
+            let crc_b = read_crc_into(b, &c, right)?;
+            bytes.fetch_add(c.len, Ordering::Relaxed);
+            if crc_a != crc_b {
+                diffs.lock().unwrap().add(&c);
+            }
+            Ok(())
+        },
+    );
     progress.finish();
     result?;
     let diffs = diffs.into_inner().unwrap();
