@@ -360,8 +360,8 @@ def make_source(c, work):
         die(f"{POOL}/{SRC} has snapshots {snaps}, expected s1, s2:\n{out}")
     check_copy(c.conf1, f"{SRC}@s1", s.h1, "source bsrc@s1 equals the generated image")
     check_copy(c.conf1, f"{SRC}@s2", s.h2, "source bsrc@s2 equals the generated image + diff")
-    # What librbd reports as allocated, i.e. what every tool has to read: a memstore object is dense
-    # from 0 to its last written byte, so this exceeds the data written.
+    # What librbd reports, i.e. what every tool has to read: each object from its offset 0 to its
+    # last written byte, so this exceeds the data written.
     s.alloc_s1 = diff_bytes(c.conf1, f"{POOL}/{SRC}@s1")
     s.alloc_s12 = diff_bytes(c.conf1, f"{POOL}/{SRC}@s2", "s1")
     _, out, _ = run(rbd(c.conf1, "info", f"{POOL}/{SRC}"))
@@ -588,14 +588,15 @@ def cell(text):
 
 def table(sc):
     ref = med([w for w, _, _ in sc.runs[REF]])
-    rows = ["| tool | runs | median s | min s | max s | MiB/s of source data (median) | time ratio (tool median / rbdcp median) | client CPU s (median) | OSD CPU s (median) |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    rows = ["| tool | runs | median s | min s | max s | MiB/s of source data (median) | time ratio (tool median / rbdcp median) | client CPU s (median) | OSD CPU s (median) | cores busy (client + OSD CPU / wall, median) |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for name, _ in sc.tools:
         ws = [w for w, _, _ in sc.runs[name]]
         m = med(ws)
         rows.append(f"| {cell(name)} | {len(ws)} | {f3(m)} | {f3(min(ws))} | {f3(max(ws))} | "
                     f"{sc.data_bytes / MIB / m:.0f} | {m / ref:.2f} | "
-                    f"{med([x for _, x, _ in sc.runs[name]]):.2f} | {med([x for _, _, x in sc.runs[name]]):.2f} |")
+                    f"{med([x for _, x, _ in sc.runs[name]]):.2f} | {med([x for _, _, x in sc.runs[name]]):.2f} | "
+                    f"{med([(x + y) / w for w, x, y in sc.runs[name]]):.2f} |")
     raw = "; ".join(f"{name}: " + " ".join(f"{w:.3f}" for w, _, _ in sc.runs[name]) for name, _ in sc.tools)
     return "\n".join(rows) + f"\n\nEach run in seconds, in round order: {raw}."
 
@@ -708,16 +709,17 @@ def write_report(c, info, scs, verdict_lines):
         f"{len(s.zero_records)} are zeroed ranges ({s.zero_bytes / MIB:.2f} MiB, {s.zero_over_data / MIB:.2f} MiB "
         f"of it over s1's data) and the rest {s.write_bytes / MIB:.2f} MiB of new data (a v1 diff stream written "
         "here, applied with `rbd import-diff`). "
-        f"`rbd diff` reports {s.alloc_s1 / MIB:.1f} MiB allocated in s1 and {s.alloc_s12 / MIB:.1f} MiB changed "
-        "from s1 to s2: a memstore object holds every byte from 0 to its last written one, so the tools read "
-        "those amounts, zeroes included; the MiB/s below count only the data.",
+        f"`rbd diff` reports {s.alloc_s1 / MIB:.1f} MiB in s1 and {s.alloc_s12 / MIB:.1f} MiB changed from s1 "
+        "to s2 (librbd lists each object from its offset 0 to its last written byte, not the extents inside), "
+        "so the tools read those amounts, zeroes included; the MiB/s below count only the data.",
         "- Method: per scenario one untimed warm-up run per tool, each checked once: the sha256 of `rbd export` of "
         "the copy must equal the source snapshot's (a mismatch fails the run). Then "
         f"{c.rounds} timed rounds; in each round every tool runs once, the order rotating round by round "
         "(round 1: A B C, round 2: B C A, ...). Every run goes into a fresh destination, removed after it "
         "(`rbd snap purge`, `rbd rm`). Wall time from Python's `perf_counter` around the whole command or "
         "pipeline (process start and cluster connection included). Client CPU = user+sys of the tool's "
-        "processes; OSD CPU = user+sys both OSDs used meanwhile. MiB/s = source data bytes "
+        "processes; OSD CPU = user+sys both OSDs used meanwhile (the machine has "
+        f"{os.cpu_count()} cores; the mons, and other users, are not counted). MiB/s = source data bytes "
         f"(s1: {DATA_BYTES // MIB} MiB; incremental: the {CHANGE_BYTES // MIB} MiB of changed ranges) / median "
         "seconds, 1 MiB = 2^20 bytes. \"5 ms away\": every destination-side client reads cluster 2's "
         "`far.conf` (ceph.conf plus `ms_inject_delay_type = osd`, `ms_inject_delay_max = 0.01`, "
@@ -730,6 +732,7 @@ def write_report(c, info, scs, verdict_lines):
         "its fastest case.",
         "",
         f"Commands, exactly as run (C1 = `{c.conf1}`, C2 = `{c.conf2}`, far = `{c.far2}`; "
+        "the rbdcp path is the private copy of the binary, removed after the run; "
         "checks use `rbd -c CONF export --no-progress IMAGE - | sha256`):",
         "",
         "```sh",

@@ -8,7 +8,7 @@ RBDCP=${RBDCP:-$PWD/target/release/rbdcp}
 if [[ -z ${RBDCP_CONF1:-} ]]; then
   # Start two clusters, come back here, and stop them when this script ends.
   export RBDCP_CEPH_ROOT=${RBDCP_CEPH_ROOT:-/tmp/rbdcp-demo}
-  export RBDCP_C1_PORT=${RBDCP_C1_PORT:-40700} RBDCP_C2_PORT=${RBDCP_C2_PORT:-40800}
+  export RBDCP_C1_PORT=${RBDCP_C1_PORT:-13700} RBDCP_C2_PORT=${RBDCP_C2_PORT:-13800}
   exec bash scripts/with-clusters.sh bash "$0"
 fi
 C1=$RBDCP_CONF1 C2=$RBDCP_CONF2

@@ -2,7 +2,7 @@
 # Runs a command with two fresh throw-away local Ceph clusters (c1, c2) and always tears them down afterwards.
 #
 # Usage: with-clusters.sh CMD [ARGS...]
-#   Starts c1 (mon port ${RBDCP_C1_PORT:-40100}) and c2 (${RBDCP_C2_PORT:-40200}) in parallel with
+#   Starts c1 (mon port ${RBDCP_C1_PORT:-13100}) and c2 (${RBDCP_C2_PORT:-13200}) in parallel with
 #   ceph-local.sh, exports RBDCP_CONF1 and RBDCP_CONF2 (their ceph.conf paths; the keyrings, far.conf etc.
 #   are next to them) and RBDCP_CLUSTERS=1, runs CMD, stops both clusters on exit, INT and TERM,
 #   and exits with CMD's status. Clusters live in ${RBDCP_CEPH_ROOT:-/tmp/rbdcp-ceph}/{c1,c2}; leftovers
@@ -16,7 +16,7 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 CL=$HERE/ceph-local.sh
 ROOT=${RBDCP_CEPH_ROOT:-/tmp/rbdcp-ceph}
 NAMES=(c1 c2)
-PORTS=("${RBDCP_C1_PORT:-40100}" "${RBDCP_C2_PORT:-40200}")
+PORTS=("${RBDCP_C1_PORT:-13100}" "${RBDCP_C2_PORT:-13200}")
 
 if (($# == 0)); then
 	sed -n '4,11s/^# \{0,1\}//p' "$0" >&2

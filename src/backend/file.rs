@@ -102,8 +102,8 @@ impl ImageSource for FileSource {
     }
 }
 
-/// A raw image file written under a temporary name and renamed into place by `finish`,
-/// or a block device written in place.
+/// A raw image file written under a temporary name and renamed into place by `finish`;
+/// or, written in place, a block device or a file an incremental copy updates.
 #[derive(Debug)]
 pub struct FileSink {
     file: File,
@@ -111,6 +111,8 @@ pub struct FileSink {
     target: PathBuf,
     /// The temporary file; removed on drop unless `finish` renamed it.
     temp: Mutex<Option<TempPath>>,
+    /// A new file: it reads as zeroes wherever it was not written.
+    fresh: bool,
     device: bool,
     overwrite: bool,
     /// Taken around each write to a regular file.
@@ -120,36 +122,45 @@ pub struct FileSink {
 }
 
 impl FileSink {
-    /// Prepares to write `path`: an existing image is refused unless `opts.overwrite`.
+    /// Prepares to write `path`. An existing image is refused unless `opts.overwrite`; a
+    /// block device is written in place. With `opts.base` (an incremental copy) the file
+    /// must exist, holding that base, and is updated in place.
     pub fn create(path: &Path, opts: &SinkOptions) -> Result<FileSink> {
         let name = path.display().to_string();
-        let mode = match fs::metadata(path) {
+        let meta = match fs::metadata(path) {
             Ok(meta) if meta.is_dir() => {
-                return Err(Error::Unsupported(format!(
-                    "{name} is a directory, not an image"
-                )));
+                return Err(Error::Unsupported(format!("{name} is a directory, not an image")));
             }
-            Ok(_) if !opts.overwrite => return Err(Error::Exists { image: name }),
-            Ok(meta) if meta.file_type().is_block_device() => None,
-            Ok(meta) => Some(meta.permissions()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Some(Permissions::from_mode(0o644)),
+            Ok(meta) => Some(meta),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
             Err(e) => return Err(Error::open("stat", &name, e)),
         };
-        let Some(mode) = mode else {
-            let file = OpenOptions::new()
-                .write(true)
-                .open(path)
-                .map_err(|e| Error::open("open", &name, e))?;
-            return Ok(FileSink::new(file, name, path, None, true, opts.overwrite));
-        };
+        let device = meta.as_ref().is_some_and(|m| m.file_type().is_block_device());
+        match (&meta, &opts.base) {
+            (None, Some(base)) => Err(Error::Unsupported(format!(
+                "{name} does not exist; an incremental copy (from {base:?}) updates an image that holds {base:?}"
+            ))),
+            (Some(_), Some(_)) => FileSink::in_place(path, name, device, opts),
+            (Some(_), None) if !opts.overwrite => Err(Error::Exists { image: name }),
+            (Some(_), None) if device => FileSink::in_place(path, name, device, opts),
+            (meta, None) => {
+                let mode = meta.as_ref().map_or(Permissions::from_mode(0o644), |m| m.permissions());
+                FileSink::staged(path, name, mode, opts)
+            }
+        }
+    }
+
+    fn in_place(path: &Path, name: String, device: bool, opts: &SinkOptions) -> Result<FileSink> {
+        let file = OpenOptions::new().write(true).open(path).map_err(|e| Error::open("open", &name, e))?;
+        Ok(FileSink::new(file, name, path, None, device, opts.overwrite))
+    }
+
+    fn staged(path: &Path, name: String, mode: Permissions, opts: &SinkOptions) -> Result<FileSink> {
         let dir = match path.parent() {
             Some(p) if !p.as_os_str().is_empty() => p,
             _ => Path::new("."),
         };
-        let base = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
+        let base = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         let temp = tempfile::Builder::new()
             .prefix(&format!(".{base}."))
             .suffix(".rbdcp-partial")
@@ -157,28 +168,15 @@ impl FileSink {
             .tempfile_in(dir)
             .map_err(|e| Error::open("create a temporary file for", &name, e))?;
         let (file, temp) = temp.into_parts();
-        Ok(FileSink::new(
-            file,
-            name,
-            path,
-            Some(temp),
-            false,
-            opts.overwrite,
-        ))
+        Ok(FileSink::new(file, name, path, Some(temp), false, opts.overwrite))
     }
 
-    fn new(
-        file: File,
-        name: String,
-        target: &Path,
-        temp: Option<TempPath>,
-        device: bool,
-        overwrite: bool,
-    ) -> Self {
+    fn new(file: File, name: String, target: &Path, temp: Option<TempPath>, device: bool, overwrite: bool) -> Self {
         FileSink {
             file,
             name,
             target: target.to_owned(),
+            fresh: temp.is_some(),
             temp: Mutex::new(temp),
             device,
             overwrite,
@@ -212,7 +210,7 @@ impl ImageSink for FileSink {
     }
 
     fn zeroed(&self) -> bool {
-        !self.device
+        self.fresh
     }
 
     fn resize(&self, size: u64) -> Result<()> {

@@ -4,6 +4,7 @@
 pub mod file;
 pub mod mem;
 pub mod rbd;
+pub mod stream;
 
 use crate::engine::{ImageSink, ImageSource, Layout};
 use crate::error::{Error, Result};
@@ -56,10 +57,6 @@ pub fn open_source(loc: &Location, opts: &SourceOptions) -> Result<Box<dyn Image
 /// Opens `loc` for writing, creating it when missing.
 pub fn open_sink(loc: &Location, opts: &SinkOptions) -> Result<Box<dyn ImageSink>> {
     match loc {
-        Location::Path(path) if opts.base.is_some() => Err(Error::Unsupported(format!(
-            "{}: an incremental copy (--from-snap) needs an rbd: destination that holds the base snapshot",
-            path.display()
-        ))),
         Location::Path(path) => Ok(Box::new(file::FileSink::create(path, opts)?)),
         Location::Rbd(spec) => Ok(Box::new(rbd::RbdSink::open(spec, opts)?)),
         Location::Stdio => Err(no_stream()),

@@ -55,6 +55,84 @@ pub enum Command {
     /// Compare two images chunk by chunk by crc32; exit 0 if identical, 1 if not.
     #[command(after_help = AFTER_HELP)]
     Verify(VerifyArgs),
+    /// Write an image's changes (or all its data) as an `rbd export-diff` v1 stream.
+    #[command(name = "export-diff", after_help = AFTER_HELP)]
+    ExportDiff(ExportDiffArgs),
+    /// Apply an `rbd export-diff` v1 stream to an image, many writes in flight.
+    #[command(name = "import-diff", after_help = AFTER_HELP)]
+    ImportDiff(ImportDiffArgs),
+}
+
+/// Bandwidth and IOPS limits.
+#[derive(Debug, Args)]
+pub struct LimitArgs {
+    /// Limit the bytes read and written per second (e.g. 100M); smooth, not per-second bursts.
+    #[arg(long, value_name = "RATE", value_parser = nonzero_size)]
+    pub bps_limit: Option<u64>,
+    /// Limit the chunk operations per second (a read with its write, or a zeroing).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub iops_limit: Option<u64>,
+}
+
+/// Reporting flags.
+#[derive(Debug, Args)]
+pub struct OutputArgs {
+    /// Print one JSON object with the totals on standard output at the end.
+    #[arg(long)]
+    pub json: bool,
+    /// Never show the progress bar (it is shown only when standard error is a terminal).
+    #[arg(long)]
+    pub no_progress: bool,
+}
+
+/// `rbdcp export-diff`.
+#[derive(Debug, Args)]
+pub struct ExportDiffArgs {
+    /// The image (usually rbd:POOL/IMAGE@SNAP); its snapshot becomes the stream's to-snap.
+    #[arg(value_name = "SRC")]
+    pub src: String,
+    /// The stream file, or - for standard output; a file is renamed into place when complete.
+    #[arg(value_name = "PATH")]
+    pub out: String,
+    /// Only what changed since snapshot BASE (the stream's from-snap).
+    #[arg(long, value_name = "BASE")]
+    pub from_snap: Option<String>,
+    /// List changes by whole objects (fast with fast-diff on huge thin images).
+    #[arg(long)]
+    pub whole_object: bool,
+    /// Also write the crc32 of every data record to this sidecar file.
+    #[arg(long, value_name = "PATH")]
+    pub crc: Option<PathBuf>,
+    /// Replace the stream file (and the sidecar) if they exist.
+    #[arg(long)]
+    pub overwrite: bool,
+    #[command(flatten)]
+    pub workers: Workers,
+    #[command(flatten)]
+    pub limits: LimitArgs,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+/// `rbdcp import-diff`.
+#[derive(Debug, Args)]
+pub struct ImportDiffArgs {
+    /// The stream file, or - for standard input.
+    #[arg(value_name = "PATH")]
+    pub input: String,
+    /// The image to update: an rbd: image holding the stream's from-snap, or a raw file.
+    #[arg(value_name = "DST")]
+    pub dst: String,
+    /// Check every data record against this sidecar (from export-diff --crc) before writing it.
+    #[arg(long, value_name = "PATH")]
+    pub crc: Option<PathBuf>,
+    /// Workers, each with one record in flight [default: 16].
+    #[arg(short = 'j', long = "jobs", value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub jobs: Option<u16>,
+    #[command(flatten)]
+    pub limits: LimitArgs,
+    #[command(flatten)]
+    pub output: OutputArgs,
 }
 
 /// How many workers and how big a chunk.
@@ -79,12 +157,8 @@ pub struct CopyArgs {
     pub dst: String,
     #[command(flatten)]
     pub workers: Workers,
-    /// Limit the bytes read and written per second (e.g. 100M); smooth, not per-second bursts.
-    #[arg(long, value_name = "RATE", value_parser = nonzero_size)]
-    pub bps_limit: Option<u64>,
-    /// Limit the chunk operations per second (a read with its write, or a zeroing).
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
-    pub iops_limit: Option<u64>,
+    #[command(flatten)]
+    pub limits: LimitArgs,
     /// Copy only what changed between snapshot BASE and the source's snapshot; an rbd: destination must hold BASE.
     #[arg(long, value_name = "BASE")]
     pub from_snap: Option<String>,
@@ -103,12 +177,8 @@ pub struct CopyArgs {
     /// Do not reserve disk space for the data before writing it.
     #[arg(long)]
     pub no_preallocate: bool,
-    /// Print one JSON object with the totals on standard output at the end.
-    #[arg(long)]
-    pub json: bool,
-    /// Never show the progress bar (it is shown only when standard error is a terminal).
-    #[arg(long)]
-    pub no_progress: bool,
+    #[command(flatten)]
+    pub output: OutputArgs,
 }
 
 /// Output formats of `rbdcp diff`.
@@ -148,12 +218,8 @@ pub struct VerifyArgs {
     pub b: String,
     #[command(flatten)]
     pub workers: Workers,
-    /// Print one JSON object with the outcome on standard output.
-    #[arg(long)]
-    pub json: bool,
-    /// Never show the progress bar (it is shown only when standard error is a terminal).
-    #[arg(long)]
-    pub no_progress: bool,
+    #[command(flatten)]
+    pub output: OutputArgs,
 }
 
 fn nonzero_size(text: &str) -> Result<u64, String> {

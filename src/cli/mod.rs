@@ -3,6 +3,7 @@
 pub mod args;
 mod progress;
 mod report;
+mod streams;
 
 use std::io::{self, Write};
 use std::process::ExitCode;
@@ -15,7 +16,7 @@ use rbdcp::engine::{self, check_sums, compare, default_jobs, Limits, Options, Re
 use rbdcp::size::human;
 use rbdcp::Location;
 
-use args::{ClusterArgs, Command, CopyArgs, DiffArgs, Format, VerifyArgs, Workers};
+use args::{ClusterArgs, Command, CopyArgs, DiffArgs, Format, LimitArgs, VerifyArgs, Workers};
 use report::{CopyJson, ErrorJson, ExtentJson, VerifyJson};
 
 /// A mistake in how rbdcp was called: exit status 2.
@@ -35,6 +36,8 @@ pub fn run(command: Command, cluster: &ClusterArgs) -> Result<ExitCode> {
         Command::Copy(a) => copy(a, &access),
         Command::Diff(a) => diff(a, &access),
         Command::Verify(a) => verify(a, &access),
+        Command::ExportDiff(a) => streams::export_diff(a, &access),
+        Command::ImportDiff(a) => streams::import_diff(a, &access),
     }
 }
 
@@ -60,9 +63,11 @@ fn source_opts(access: &Access) -> SourceOptions {
 /// Whether the failing command asked for a JSON report.
 pub fn wants_json(command: &Command) -> bool {
     match command {
-        Command::Copy(a) => a.json,
-        Command::Verify(a) => a.json,
+        Command::Copy(a) => a.output.json,
+        Command::Verify(a) => a.output.json,
         Command::Diff(a) => a.format == Format::Json,
+        Command::ExportDiff(a) => a.output.json,
+        Command::ImportDiff(a) => a.output.json,
     }
 }
 
@@ -92,6 +97,22 @@ pub fn print_json_error(message: &str) {
 fn location(text: &str) -> Result<Location> {
     text.parse::<Location>()
         .map_err(|e| Usage(e.to_string()).into())
+}
+
+fn throttle(l: &LimitArgs) -> Throttle {
+    Throttle::new(Limits { bytes_per_second: l.bps_limit, ops_per_second: l.iops_limit })
+}
+
+/// One line on standard error after a job shown with a progress bar.
+fn summary(what: &str, r: &Report) {
+    eprintln!(
+        "{what}: {} read, {} written, {} zeroed in {:.1} s ({}/s)",
+        human(r.bytes_read),
+        human(r.bytes_written),
+        human(r.bytes_zero),
+        r.seconds,
+        human(r.bytes_per_second() as u64),
+    );
 }
 
 fn jobs(w: &Workers) -> usize {
@@ -140,35 +161,25 @@ fn copy(a: CopyArgs, access: &Access) -> Result<ExitCode> {
         preallocate: !a.no_preallocate,
         cancel: Some(interrupt_flag()),
     };
-    let throttle = Throttle::new(Limits {
-        bytes_per_second: a.bps_limit,
-        ops_per_second: a.iops_limit,
-    });
-    let bar = progress::pick(!a.no_progress, "copy");
+    let throttle = throttle(&a.limits);
+    let bar = progress::pick(!a.output.no_progress, "copy");
     let report = engine::copy(src.as_ref(), dst.as_ref(), &opts, &throttle, bar.as_ref())
         .with_context(|| format!("copying {src_loc} to {dst_loc}"))?;
     drop(dst);
     let mismatch = match a.verify {
-        true => check_copy(&dst_loc, &report, jobs, access, !a.no_progress)?,
+        true => check_copy(&dst_loc, &report, jobs, access, !a.output.no_progress)?,
         false => None,
     };
     let verified = a.verify.then_some(mismatch.is_none());
-    if a.json {
+    if a.output.json {
         print_json(&CopyJson::new(
             &src_loc.to_string(),
             &dst_loc.to_string(),
             &report,
             verified,
         ))?;
-    } else if progress::shown(!a.no_progress) {
-        eprintln!(
-            "copied {src_loc} to {dst_loc}: {} read, {} written, {} zeroed in {:.1} s ({}/s)",
-            human(report.bytes_read),
-            human(report.bytes_written),
-            human(report.bytes_zero),
-            report.seconds,
-            human(report.bytes_per_second() as u64),
-        );
+    } else if progress::shown(!a.output.no_progress) {
+        summary(&format!("copied {src_loc} to {dst_loc}"), &report);
     }
     match mismatch {
         Some(msg) => Err(Differ(format!("verification failed: {msg} (source {src_loc})")).into()),
@@ -247,7 +258,7 @@ fn verify(a: VerifyArgs, access: &Access) -> Result<ExitCode> {
     let (a_loc, b_loc) = (location(&a.a)?, location(&a.b)?);
     let opts = source_opts(access);
     let (left, right) = (open_source(&a_loc, &opts)?, open_source(&b_loc, &opts)?);
-    let bar = progress::pick(!a.no_progress, "verify");
+    let bar = progress::pick(!a.output.no_progress, "verify");
     let c = compare(
         left.as_ref(),
         right.as_ref(),
@@ -256,11 +267,11 @@ fn verify(a: VerifyArgs, access: &Access) -> Result<ExitCode> {
         bar.as_ref(),
     )
     .with_context(|| format!("comparing {a_loc} with {b_loc}"))?;
-    if a.json {
+    if a.output.json {
         print_json(&VerifyJson::new(&a_loc.to_string(), &b_loc.to_string(), &c))?;
     }
     if c.identical() {
-        if !a.json {
+        if !a.output.json {
             write_out(&format!(
                 "identical: {} bytes, {} compared\n",
                 c.size_a, c.bytes_compared
@@ -268,7 +279,7 @@ fn verify(a: VerifyArgs, access: &Access) -> Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
-    if !a.json {
+    if !a.output.json {
         let mut text = String::new();
         if c.size_a != c.size_b {
             text.push_str(&format!(

@@ -130,27 +130,34 @@ pub fn copy<C: Pace>(
     .and_then(|()| dst.finish());
     progress.finish();
     result?;
-    let mut sums = counts.sums.into_inner().unwrap();
-    sums.sort_unstable_by_key(|s| s.offset);
-    Ok(Report {
-        size,
-        bytes_read: counts.read.into_inner(),
-        bytes_written: counts.written.into_inner(),
-        bytes_zero: counts.zero.into_inner(),
-        extents: plan.extents().len() as u64,
-        chunks: counts.chunks.into_inner(),
-        seconds: started.elapsed().as_secs_f64(),
-        sums,
-    })
+    Ok(counts.report(size, plan.extents().len() as u64, started))
 }
 
 #[derive(Default)]
-struct Counts {
-    read: AtomicU64,
-    written: AtomicU64,
-    zero: AtomicU64,
-    chunks: AtomicU64,
-    sums: Mutex<Vec<Sum>>,
+pub(super) struct Counts {
+    pub(super) read: AtomicU64,
+    pub(super) written: AtomicU64,
+    pub(super) zero: AtomicU64,
+    pub(super) chunks: AtomicU64,
+    pub(super) sums: Mutex<Vec<Sum>>,
+}
+
+impl Counts {
+    /// The report of a job that started at `started`.
+    pub(super) fn report(self, size: u64, extents: u64, started: Instant) -> Report {
+        let mut sums = self.sums.into_inner().unwrap();
+        sums.sort_unstable_by_key(|s| s.offset);
+        Report {
+            size,
+            bytes_read: self.read.into_inner(),
+            bytes_written: self.written.into_inner(),
+            bytes_zero: self.zero.into_inner(),
+            extents,
+            chunks: self.chunks.into_inner(),
+            seconds: started.elapsed().as_secs_f64(),
+            sums,
+        }
+    }
 }
 
 fn copy_chunk<C: Pace>(
@@ -194,13 +201,18 @@ fn copy_chunk<C: Pace>(
     if dst.ordered() {
         lane.wait_turn(c)?;
     }
+    write_runs(dst, c.offset, buf, counts)
+}
+
+/// Writes `buf` at `offset`: its data runs as data, its long zero runs as zeroing.
+pub(super) fn write_runs(dst: &dyn ImageSink, offset: u64, buf: &[u8], counts: &Counts) -> Result<()> {
     for (start, end, data) in sparse_runs(buf, SPARSE_BLOCK, SPARSE_GAP) {
-        let (offset, len) = (c.offset + start as u64, (end - start) as u64);
+        let (at, len) = (offset + start as u64, (end - start) as u64);
         if data {
-            dst.write_at(offset, &buf[start..end])?;
+            dst.write_at(at, &buf[start..end])?;
             counts.written.fetch_add(len, Ordering::Relaxed);
         } else {
-            dst.write_zeroes(offset, len)?;
+            dst.write_zeroes(at, len)?;
             counts.zero.fetch_add(len, Ordering::Relaxed);
         }
     }

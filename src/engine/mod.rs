@@ -1,6 +1,7 @@
 //! The copy engine: it sees images only through [`ImageSource`] and [`ImageSink`], plans
 //! their extents into chunks and runs the chunks on a pool of workers under a throttle.
 
+mod apply;
 mod copy;
 mod plan;
 mod progress;
@@ -8,6 +9,7 @@ mod run;
 mod throttle;
 mod verify;
 
+pub use apply::{apply, Piece};
 pub use copy::{copy, default_jobs, Options, Report, Sum, DEFAULT_CHUNK, DEFAULT_IN_FLIGHT};
 pub use plan::{chunk_size, is_zero, sparse_runs, Chunk, Plan, SPARSE_BLOCK, SPARSE_GAP};
 pub use progress::{Progress, Silent};

@@ -1,0 +1,327 @@
+//! Diff streams as destinations (`export-diff`: records written in offset order to a file or
+//! standard output) and as sources of tasks (`import-diff`: records read one by one).
+
+use std::fs::{File, Permissions};
+use std::os::unix::fs::PermissionsExt;
+use std::io::{self, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use tempfile::TempPath;
+
+use crate::engine::{Chunk, ImageSink, Piece};
+use crate::error::{Error, Result};
+use crate::location::Location;
+use crate::stream::{Header, Reader, Record, Writer};
+
+/// Bytes buffered between the workers and the output.
+const BUFFER: usize = 1 << 20;
+
+/// A file written under a temporary name and renamed into place by [`Output::persist`].
+struct Staged {
+    temp: TempPath,
+    /// The same file, to fsync it after the writer is gone.
+    file: File,
+    target: PathBuf,
+    overwrite: bool,
+}
+
+/// Where a stream goes: standard output, or a file renamed into place at the end.
+pub struct Output {
+    name: String,
+    staged: Option<Staged>,
+}
+
+impl Output {
+    /// Opens `loc` (`-` or a path) for writing; an existing file is refused unless `overwrite`.
+    pub fn create(loc: &Location, overwrite: bool) -> Result<(Output, Box<dyn Write + Send>)> {
+        match loc {
+            Location::Stdio => Ok((Output { name: "-".into(), staged: None }, Box::new(io::stdout()))),
+            Location::Path(path) => {
+                let name = path.display().to_string();
+                if path.exists() && !overwrite {
+                    return Err(Error::Exists { image: name });
+                }
+                let dir = match path.parent() {
+                    Some(p) if !p.as_os_str().is_empty() => p,
+                    _ => Path::new("."),
+                };
+                let temp = tempfile::Builder::new()
+                    .prefix(".rbdcp-")
+                    .suffix(".partial")
+                    .permissions(Permissions::from_mode(0o644))
+                    .tempfile_in(dir)
+                    .map_err(|e| Error::open("create a temporary file for", &name, e))?;
+                let (file, temp) = temp.into_parts();
+                let sync = file.try_clone().map_err(|e| Error::open("open", &name, e))?;
+                let staged = Staged { temp, file: sync, target: path.clone(), overwrite };
+                Ok((Output { name, staged: Some(staged) }, Box::new(file)))
+            }
+            Location::Rbd(spec) => Err(Error::Unsupported(format!("{spec} is an image, not a stream file"))),
+        }
+    }
+
+    /// Makes the file durable and gives it its final name; call it after the writer
+    /// `create` returned is flushed and dropped.
+    fn persist(self) -> Result<()> {
+        let Some(staged) = self.staged else { return Ok(()) };
+        staged.file.sync_all().map_err(|e| Error::open("fsync", &self.name, e))?;
+        let done = if staged.overwrite {
+            staged.temp.persist(&staged.target)
+        } else {
+            staged.temp.persist_noclobber(&staged.target)
+        };
+        done.map_err(|e| Error::open("rename into place", &self.name, e.error))?;
+        Ok(())
+    }
+}
+
+/// The crc32 of every `w` record of a stream: the sidecar `export-diff --crc` writes and
+/// `import-diff --crc` checks. Text, one line per record: `OFFSET LENGTH CRC32` (hex crc),
+/// after the line `rbdcp-crc32 v1`.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Sidecar {
+    /// (offset, length, crc32), in stream order.
+    pub records: Vec<(u64, u64, u32)>,
+}
+
+const SIDECAR_HEAD: &str = "rbdcp-crc32 v1";
+
+impl Sidecar {
+    /// Writes it to `path` (under a temporary name first).
+    pub fn save(&self, path: &Path, overwrite: bool) -> Result<()> {
+        let (out, mut w) = Output::create(&Location::Path(path.to_owned()), overwrite)?;
+        let name = path.display().to_string();
+        let mut text = format!("{SIDECAR_HEAD}\n");
+        for (offset, len, crc) in &self.records {
+            text.push_str(&format!("{offset} {len} {crc:08x}\n"));
+        }
+        w.write_all(text.as_bytes()).map_err(|e| Error::io("write", &name, 0, e))?;
+        drop(w);
+        out.persist()
+    }
+
+    /// Reads one from `path`.
+    pub fn load(path: &Path) -> Result<Sidecar> {
+        let name = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| Error::open("read", &name, e))?;
+        let mut lines = text.lines();
+        let bad = |line: usize, what: &str| Error::Unsupported(format!("{name}: line {line}: {what}"));
+        if lines.next() != Some(SIDECAR_HEAD) {
+            return Err(bad(1, &format!("expected {SIDECAR_HEAD:?}")));
+        }
+        let mut records = Vec::new();
+        for (i, line) in lines.enumerate() {
+            let f: Vec<&str> = line.split(' ').collect();
+            let parsed = match f.as_slice() {
+                [o, l, c] => o.parse().ok().zip(l.parse().ok()).zip(u32::from_str_radix(c, 16).ok()),
+                _ => None,
+            };
+            let Some(((offset, len), crc)) = parsed else {
+                return Err(bad(i + 2, "expected OFFSET LENGTH CRC32"));
+            };
+            records.push((offset, len, crc));
+        }
+        Ok(Sidecar { records })
+    }
+}
+
+struct Out {
+    writer: Option<Writer<BufWriter<Box<dyn Write + Send>>>>,
+    /// Kept until the header is written.
+    raw: Option<BufWriter<Box<dyn Write + Send>>>,
+    sums: Sidecar,
+}
+
+/// An `export-diff` destination: a v1 stream, written in offset order.
+pub struct StreamSink {
+    name: String,
+    from: Option<String>,
+    to: Option<String>,
+    out: Mutex<Out>,
+    output: Mutex<Option<Output>>,
+    sidecar: Option<(PathBuf, bool)>,
+}
+
+impl StreamSink {
+    /// A stream to `loc` from snapshot `from` to `to`; with `sidecar`, the crc32s go there too.
+    pub fn create(
+        loc: &Location,
+        from: Option<String>,
+        to: Option<String>,
+        overwrite: bool,
+        sidecar: Option<PathBuf>,
+    ) -> Result<StreamSink> {
+        if let Some(path) = sidecar.as_deref().filter(|p| p.exists() && !overwrite) {
+            return Err(Error::Exists { image: path.display().to_string() });
+        }
+        let (output, w) = Output::create(loc, overwrite)?;
+        let out = Out { writer: None, raw: Some(BufWriter::with_capacity(BUFFER, w)), sums: Sidecar::default() };
+        Ok(StreamSink {
+            name: loc.to_string(),
+            from,
+            to,
+            out: Mutex::new(out),
+            output: Mutex::new(Some(output)),
+            sidecar: sidecar.map(|p| (p, overwrite)),
+        })
+    }
+
+    fn with<T>(&self, offset: u64, f: impl FnOnce(&mut Writer<BufWriter<Box<dyn Write + Send>>>, &mut Sidecar) -> io::Result<T>) -> Result<T> {
+        let mut out = self.out.lock().unwrap();
+        let out = &mut *out;
+        let writer = out.writer.as_mut().expect("resize writes the header before any record");
+        f(writer, &mut out.sums).map_err(|e| Error::io("write", &self.name, offset, e))
+    }
+}
+
+impl ImageSink for StreamSink {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn ordered(&self) -> bool {
+        true
+    }
+
+    fn zeroed(&self) -> bool {
+        true
+    }
+
+    /// Writes the header: banner, from and to snapshots, and `size`.
+    fn resize(&self, size: u64) -> Result<()> {
+        let mut out = self.out.lock().unwrap();
+        let raw = out.raw.take().expect("the header is written once");
+        let w = Writer::start(raw, self.from.as_deref(), self.to.as_deref(), size)
+            .map_err(|e| Error::io("write", &self.name, 0, e))?;
+        out.writer = Some(w);
+        Ok(())
+    }
+
+    fn write_at(&self, offset: u64, data: &[u8]) -> Result<()> {
+        self.with(offset, |w, sums| {
+            if self.sidecar.is_some() {
+                sums.records.push((offset, data.len() as u64, crc32fast::hash(data)));
+            }
+            w.write(offset, data)
+        })
+    }
+
+    fn write_zeroes(&self, offset: u64, len: u64) -> Result<()> {
+        self.with(offset, |w, _| w.zero(offset, len))
+    }
+
+    fn flush(&self) -> Result<()> {
+        Ok(())
+    }
+
+    fn finish(&self) -> Result<()> {
+        let (writer, sums) = {
+            let mut out = self.out.lock().unwrap();
+            (out.writer.take().expect("the header was written"), std::mem::take(&mut out.sums))
+        };
+        let buffered = writer.end().map_err(|e| Error::io("write", &self.name, 0, e))?;
+        let inner = buffered.into_inner().map_err(|e| Error::io("write", &self.name, 0, e.into_error()))?;
+        drop(inner);
+        let output = self.output.lock().unwrap().take().expect("finish runs once");
+        output.persist()?;
+        if let Some((path, overwrite)) = &self.sidecar {
+            sums.save(path, *overwrite)?;
+        }
+        Ok(())
+    }
+}
+
+/// The longest `w` record read into memory: `rbd export-diff` writes at most one stripe
+/// period (an object, 4 MiB by default) per record.
+pub const MAX_RECORD: u64 = 256 << 20;
+
+/// An `import-diff` source: the stream's header, then its records as [`Piece`]s.
+pub struct Pieces<R> {
+    reader: Reader<R>,
+    first: Option<Record>,
+    /// The sidecar's records and how many were matched.
+    sums: Option<(Sidecar, usize)>,
+    name: String,
+}
+
+/// Opens the stream at `loc` (`-` or a path) and reads its header.
+pub fn open_stream(loc: &Location, sums: Option<Sidecar>) -> Result<(Header, Pieces<Box<dyn Read + Send>>)> {
+    let (input, name): (Box<dyn Read + Send>, String) = match loc {
+        Location::Stdio => (Box::new(io::stdin()), "-".into()),
+        Location::Path(path) => {
+            let name = path.display().to_string();
+            let file = File::open(path).map_err(|e| Error::open("open", &name, e))?;
+            (Box::new(io::BufReader::with_capacity(BUFFER, file)), name)
+        }
+        Location::Rbd(spec) => return Err(Error::Unsupported(format!("{spec} is an image, not a stream"))),
+    };
+    let (reader, header, first) = Reader::open(input, &name)?;
+    Ok((header, Pieces { reader, first, sums: sums.map(|s| (s, 0)), name }))
+}
+
+impl<R: Read> Pieces<R> {
+    fn piece(&mut self, record: Record) -> Result<Piece> {
+        let at = self.reader.position();
+        match record {
+            Record::Zero { offset, len } => Ok(Piece { chunk: Chunk { offset, len, data: false }, data: None }),
+            Record::Write { offset, len } => {
+                if len > MAX_RECORD {
+                    let found = format!("a record of {len} bytes");
+                    return Err(self.bad(at, &format!("a w record of at most {MAX_RECORD} bytes"), &found));
+                }
+                let mut data = vec![0; len as usize];
+                self.reader.data(&mut data)?;
+                self.check(at, offset, &data)?;
+                Ok(Piece { chunk: Chunk { offset, len, data: true }, data: Some(data) })
+            }
+        }
+    }
+
+    /// Checks a `w` record against the next sidecar entry, before any of it is written.
+    fn check(&mut self, at: u64, offset: u64, data: &[u8]) -> Result<()> {
+        let Some((sums, next)) = &mut self.sums else { return Ok(()) };
+        let want = sums.records.get(*next).copied();
+        *next += 1;
+        let crc = crc32fast::hash(data);
+        match want {
+            Some((o, l, c)) if o == offset && l == data.len() as u64 && c == crc => Ok(()),
+            Some((o, l, c)) => {
+                let (expected, found) =
+                    (format!("a w record at {o} of {l} bytes with crc32 {c:08x} (the sidecar)"), format!("offset {offset}, {} bytes, crc32 {crc:08x}", data.len()));
+                Err(self.bad(at, &expected, &found))
+            }
+            None => Err(self.bad(at, "no more w records (the sidecar ends here)", "another w record")),
+        }
+    }
+
+    fn bad(&self, offset: u64, expected: &str, found: &str) -> Error {
+        Error::Stream { stream: self.name.clone(), offset, expected: expected.to_owned(), found: found.to_owned() }
+    }
+}
+
+impl<R: Read> Iterator for Pieces<R> {
+    type Item = Result<Piece>;
+
+    fn next(&mut self) -> Option<Result<Piece>> {
+        loop {
+            let record = match self.first.take().map(Ok).or_else(|| self.reader.next_record().transpose()) {
+                Some(Ok(record)) => record,
+                Some(Err(e)) => return Some(Err(e)),
+                None => {
+                    let at = self.reader.position();
+                    return match &self.sums {
+                        Some((sums, next)) if *next < sums.records.len() => {
+                            Some(Err(self.bad(at, "as many w records as the sidecar lists", "the end record")))
+                        }
+                        _ => None,
+                    };
+                }
+            };
+            let (Record::Write { len, .. } | Record::Zero { len, .. }) = record;
+            if len > 0 {
+                return Some(self.piece(record));
+            }
+        }
+    }
+}

@@ -1,0 +1,87 @@
+//! `rbdcp export-diff` and `rbdcp import-diff`: `rbd export-diff` v1 streams.
+
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use rbdcp::backend::stream::{open_stream, Sidecar, StreamSink};
+use rbdcp::backend::{open_sink, open_source, Access, SinkOptions, SourceOptions};
+use rbdcp::engine::{self, default_jobs, Options, DEFAULT_CHUNK};
+use rbdcp::Location;
+
+use super::args::{ExportDiffArgs, ImportDiffArgs};
+use super::report::CopyJson;
+use super::{interrupt_flag, jobs, location, print_json, progress, source_opts, summary, throttle, Usage};
+
+/// A stream location: a path or `-`, never an image.
+fn stream_location(text: &str) -> Result<Location> {
+    match location(text)? {
+        Location::Rbd(spec) => Err(Usage(format!("{spec} is an image; a diff stream is a file or -")).into()),
+        loc => Ok(loc),
+    }
+}
+
+pub(super) fn export_diff(a: ExportDiffArgs, access: &Access) -> Result<ExitCode> {
+    let src_loc = location(&a.src)?;
+    let out_loc = stream_location(&a.out)?;
+    if out_loc == Location::Stdio && a.output.json {
+        return Err(Usage("--json would mix with the stream on standard output; write the stream to a file".into()).into());
+    }
+    let to = match &src_loc {
+        Location::Rbd(spec) => spec.snap.clone(),
+        _ => None,
+    };
+    let opts = SourceOptions { base: a.from_snap.clone(), whole_object: a.whole_object, ..source_opts(access) };
+    let src = open_source(&src_loc, &opts)?;
+    let sink = StreamSink::create(&out_loc, a.from_snap.clone(), to, a.overwrite, a.crc.clone())?;
+    let opts = Options {
+        jobs: jobs(&a.workers),
+        chunk_size: a.workers.chunk_size,
+        preallocate: false,
+        cancel: Some(interrupt_flag()),
+    };
+    let bar = progress::pick(!a.output.no_progress, "export-diff");
+    let report = engine::copy(src.as_ref(), &sink, &opts, &throttle(&a.limits), bar.as_ref())
+        .with_context(|| format!("exporting {src_loc} to {out_loc}"))?;
+    let (src_name, out_name) = (src_loc.to_string(), out_loc.to_string());
+    if a.output.json {
+        print_json(&CopyJson::new(&src_name, &out_name, &report, None))?;
+    } else if progress::shown(!a.output.no_progress) {
+        summary(&format!("exported {src_name} to {out_name}"), &report);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(super) fn import_diff(a: ImportDiffArgs, access: &Access) -> Result<ExitCode> {
+    let in_loc = stream_location(&a.input)?;
+    let dst_loc = location(&a.dst)?;
+    if dst_loc == Location::Stdio {
+        return Err(Usage("import-diff writes to an image: name an rbd: image or a file".into()).into());
+    }
+    let sidecar = a.crc.as_deref().map(Sidecar::load).transpose()?;
+    let (header, pieces) = open_stream(&in_loc, sidecar)?;
+    let sink_opts = SinkOptions {
+        // A diff updates the image it names; a full stream onto an existing image overwrites it.
+        overwrite: true,
+        base: header.from.clone(),
+        snap: header.to.clone(),
+        size: header.size,
+        access: access.clone(),
+        ..SinkOptions::default()
+    };
+    let dst = open_sink(&dst_loc, &sink_opts)?;
+    let opts = Options {
+        jobs: a.jobs.map_or_else(|| default_jobs(DEFAULT_CHUNK), usize::from),
+        cancel: Some(interrupt_flag()),
+        ..Options::default()
+    };
+    let bar = progress::pick(!a.output.no_progress, "import-diff");
+    let report = engine::apply(pieces, header.size, dst.as_ref(), &opts, &throttle(&a.limits), bar.as_ref())
+        .with_context(|| format!("importing {in_loc} into {dst_loc} (nothing was snapshotted)"))?;
+    let (in_name, dst_name) = (in_loc.to_string(), dst_loc.to_string());
+    if a.output.json {
+        print_json(&CopyJson::new(&in_name, &dst_name, &report, None))?;
+    } else if progress::shown(!a.output.no_progress) {
+        summary(&format!("imported {in_name} into {dst_name}"), &report);
+    }
+    Ok(ExitCode::SUCCESS)
+}
