@@ -3,7 +3,6 @@
 //! The clusters' confs come from `RBDCP_CONF1` and `RBDCP_CONF2`. Without them the tests
 //! say so and pass locally; under CI (`CI=true`) they fail.
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
@@ -12,152 +11,12 @@ use rbdcp::backend::rbd::RbdSink;
 use rbdcp::backend::SinkOptions;
 use rbdcp::engine::{copy, Options, Silent, Throttle};
 use rbdcp::Location;
-use serde_json::Value;
 
 mod util;
+use util::ceph::*;
 use util::{expect, rbdcp};
 
 const M: u64 = 1 << 20;
-
-/// The two clusters' conf files, or `None` (after saying why) outside `make test`.
-fn clusters() -> Option<(PathBuf, PathBuf)> {
-    match (
-        std::env::var_os("RBDCP_CONF1"),
-        std::env::var_os("RBDCP_CONF2"),
-    ) {
-        (Some(a), Some(b)) => Some((a.into(), b.into())),
-        _ if std::env::var("CI").is_ok_and(|v| v == "true") => {
-            panic!(
-                "CI=true but RBDCP_CONF1/RBDCP_CONF2 are not set: run the suite with `make test`"
-            )
-        }
-        _ => {
-            eprintln!(
-                "no Ceph clusters (RBDCP_CONF1/2 unset): run `make test` to test against real ones"
-            );
-            None
-        }
-    }
-}
-
-/// A name no other test uses.
-fn name(test: &str) -> String {
-    format!("{test}-{}", std::process::id())
-}
-
-/// `rbd -c CONF ARGS...`, which must succeed; returns its standard output.
-fn rbd(conf: &Path, args: &[&str]) -> Vec<u8> {
-    let out = Command::new("rbd")
-        .arg("-c")
-        .arg(conf)
-        .args(args)
-        .output()
-        .expect("rbd runs");
-    assert!(
-        out.status.success(),
-        "rbd {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
-}
-
-/// The bytes of `spec` (`pool/image[@snap]`), as `rbd export` writes them.
-fn export(conf: &Path, spec: &str) -> Vec<u8> {
-    rbd(conf, &["export", "--no-progress", spec, "-"])
-}
-
-/// Creates `rbd/image` with noise at `extents`, through `rbd import` of a sparse file.
-fn create(conf: &Path, image: &str, size: u64, extents: &[(u64, usize)]) {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("img");
-    util::sparse_file(&file, size, extents);
-    rbd(
-        conf,
-        &[
-            "import",
-            "--no-progress",
-            file.to_str().unwrap(),
-            &format!("rbd/{image}"),
-        ],
-    );
-}
-
-/// Overwrites `len` bytes at `offset` of `rbd/image` with noise: `rbd import-diff` of a
-/// one-record v1 diff (the stock tool, so the test does not check rbdcp with itself).
-fn write(conf: &Path, image: &str, offset: u64, len: usize, seed: u64) {
-    record(
-        conf,
-        image,
-        b'w',
-        offset,
-        len as u64,
-        &util::noise(seed, len),
-    );
-}
-
-/// Zeroes (discards) `len` bytes at `offset` of `rbd/image`.
-fn zero(conf: &Path, image: &str, offset: u64, len: u64) {
-    record(conf, image, b'z', offset, len, &[]);
-}
-
-fn record(conf: &Path, image: &str, tag: u8, offset: u64, len: u64, data: &[u8]) {
-    let info: Value = serde_json::from_slice(&rbd(
-        conf,
-        &["info", "--format", "json", &format!("rbd/{image}")],
-    ))
-    .unwrap();
-    let size = info["size"].as_u64().unwrap();
-    let mut diff = b"rbd diff v1\n".to_vec();
-    diff.push(b's');
-    diff.extend(size.to_le_bytes());
-    diff.push(tag);
-    diff.extend(offset.to_le_bytes());
-    diff.extend(len.to_le_bytes());
-    diff.extend(data);
-    diff.push(b'e');
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("diff");
-    std::fs::write(&path, diff).unwrap();
-    rbd(
-        conf,
-        &[
-            "import-diff",
-            "--no-progress",
-            path.to_str().unwrap(),
-            &format!("rbd/{image}"),
-        ],
-    );
-}
-
-fn loc(conf: &Path, spec: &str) -> String {
-    format!("rbd:{spec}:conf={}", conf.display())
-}
-
-fn snaps(conf: &Path, image: &str) -> Vec<String> {
-    let out = String::from_utf8(rbd(
-        conf,
-        &["snap", "ls", "--format", "json", &format!("rbd/{image}")],
-    ))
-    .unwrap();
-    let v: Value = serde_json::from_str(&out).unwrap();
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["name"].as_str().unwrap().to_owned())
-        .collect()
-}
-
-fn images(conf: &Path) -> Vec<String> {
-    String::from_utf8(rbd(conf, &["ls", "rbd"]))
-        .unwrap()
-        .lines()
-        .map(str::to_owned)
-        .collect()
-}
-
-fn json(out: &std::process::Output) -> Value {
-    serde_json::from_slice(&out.stdout).unwrap()
-}
 
 #[test]
 fn full_copy_within_one_cluster_and_across_two() {

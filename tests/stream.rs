@@ -16,8 +16,11 @@ fn seed(name: &str) -> Vec<u8> {
     std::fs::read(Path::new("tests/data/streams").join(name)).unwrap()
 }
 
+/// A stream's records, each with its data.
+type Records = Vec<(Record, Vec<u8>)>;
+
 /// Reads a whole stream: header, records and their data.
-fn read_all(bytes: &[u8]) -> rbdcp::Result<(rbdcp::stream::Header, Vec<(Record, Vec<u8>)>)> {
+fn read_all(bytes: &[u8]) -> rbdcp::Result<(rbdcp::stream::Header, Records)> {
     let (mut r, header, mut next) = Reader::open(Cursor::new(bytes), "test")?;
     let mut out = Vec::new();
     while let Some(record) = next {
@@ -34,7 +37,12 @@ fn read_all(bytes: &[u8]) -> rbdcp::Result<(rbdcp::stream::Header, Vec<(Record, 
 
 fn stream_error(bytes: &[u8]) -> (u64, String) {
     match read_all(bytes).unwrap_err() {
-        Error::Stream { offset, expected, found, .. } => (offset, format!("expected {expected}, found {found}")),
+        Error::Stream {
+            offset,
+            expected,
+            found,
+            ..
+        } => (offset, format!("expected {expected}, found {found}")),
         other => panic!("not a stream error: {other}"),
     }
 }
@@ -45,18 +53,37 @@ fn seeds_from_rbd_export_diff_read_and_round_trip() {
         let bytes = seed(name);
         let (header, records) = read_all(&bytes).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert!(!records.is_empty(), "{name}");
-        let mut w = Writer::start(Vec::new(), header.from.as_deref(), header.to.as_deref(), header.size).unwrap();
+        let mut w = Writer::start(
+            Vec::new(),
+            header.from.as_deref(),
+            header.to.as_deref(),
+            header.size,
+        )
+        .unwrap();
         for (record, data) in &records {
             match *record {
                 Record::Write { offset, .. } => w.write(offset, data).unwrap(),
                 Record::Zero { offset, len } => w.zero(offset, len).unwrap(),
             }
         }
-        assert_eq!(w.end().unwrap(), bytes, "{name}: rewriting the records gives other bytes");
+        assert_eq!(
+            w.end().unwrap(),
+            bytes,
+            "{name}: rewriting the records gives other bytes"
+        );
     }
     let (header, records) = read_all(&seed("example.diff")).unwrap();
-    assert_eq!((header.from.as_deref(), header.to.as_deref(), header.size), (Some("a"), Some("b"), 8 << 20));
-    assert_eq!(records[1].0, Record::Zero { offset: 4 << 20, len: 1 << 20 });
+    assert_eq!(
+        (header.from.as_deref(), header.to.as_deref(), header.size),
+        (Some("a"), Some("b"), 8 << 20)
+    );
+    assert_eq!(
+        records[1].0,
+        Record::Zero {
+            offset: 4 << 20,
+            len: 1 << 20
+        }
+    );
 }
 
 #[test]
@@ -70,7 +97,8 @@ fn bad_streams_name_the_byte_and_what_was_expected() {
     // The w record's tag sits after banner (12), f (6), t (6) and s (9): byte 33.
     let mut tag = good.clone();
     tag[33] = b'q';
-    let unknown = "expected a header record ('f', 't' or 's', each once) or data, found tag 'q' (0x71)";
+    let unknown =
+        "expected a header record ('f', 't' or 's', each once) or data, found tag 'q' (0x71)";
     assert_eq!(stream_error(&tag), (33, unknown.into()));
     // After a data record, only data or the end may follow: the z record's tag is at 33 + 17 + 4096.
     let mut late = good.clone();
@@ -79,7 +107,13 @@ fn bad_streams_name_the_byte_and_what_was_expected() {
     assert_eq!(stream_error(&late), (33 + 17 + 4096, late_err.into()));
 
     let truncated = &good[..100];
-    assert_eq!(stream_error(truncated), (100, "expected the record's data, found the end of the input (truncated stream)".into()));
+    assert_eq!(
+        stream_error(truncated),
+        (
+            100,
+            "expected the record's data, found the end of the input (truncated stream)".into()
+        )
+    );
 
     let mut past = good.clone();
     past[34..42].copy_from_slice(&(8u64 << 20).to_le_bytes()); // the w record's offset: at the end
@@ -90,7 +124,10 @@ fn bad_streams_name_the_byte_and_what_was_expected() {
     let no_end = &good[..good.len() - 1];
     let (offset, what) = stream_error(no_end);
     assert_eq!(offset, good.len() as u64 - 1);
-    assert!(what.starts_with("expected a record tag or the end record 'e'"), "{what}");
+    assert!(
+        what.starts_with("expected a record tag or the end record 'e'"),
+        "{what}"
+    );
 
     let mut backwards = Writer::start(Vec::new(), None, None, 1 << 20).unwrap();
     backwards.zero(8192, 4096).unwrap();
@@ -100,7 +137,9 @@ fn bad_streams_name_the_byte_and_what_was_expected() {
     assert!(what.contains("records in offset order"), "{what}");
 
     let no_size = b"rbd diff v1\nz\0\0\0\0\0\0\0\0\x01\0\0\0\0\0\0\0e";
-    assert!(stream_error(no_size).1.starts_with("expected a size record"));
+    assert!(stream_error(no_size)
+        .1
+        .starts_with("expected a size record"));
 }
 
 fn mutate(bytes: &mut [u8], edits: &[(usize, u8)]) {

@@ -129,13 +129,17 @@ impl FileSink {
         let name = path.display().to_string();
         let meta = match fs::metadata(path) {
             Ok(meta) if meta.is_dir() => {
-                return Err(Error::Unsupported(format!("{name} is a directory, not an image")));
+                return Err(Error::Unsupported(format!(
+                    "{name} is a directory, not an image"
+                )));
             }
             Ok(meta) => Some(meta),
             Err(e) if e.kind() == io::ErrorKind::NotFound => None,
             Err(e) => return Err(Error::open("stat", &name, e)),
         };
-        let device = meta.as_ref().is_some_and(|m| m.file_type().is_block_device());
+        let device = meta
+            .as_ref()
+            .is_some_and(|m| m.file_type().is_block_device());
         match (&meta, &opts.base) {
             (None, Some(base)) => Err(Error::Unsupported(format!(
                 "{name} does not exist; an incremental copy (from {base:?}) updates an image that holds {base:?}"
@@ -151,16 +155,34 @@ impl FileSink {
     }
 
     fn in_place(path: &Path, name: String, device: bool, opts: &SinkOptions) -> Result<FileSink> {
-        let file = OpenOptions::new().write(true).open(path).map_err(|e| Error::open("open", &name, e))?;
-        Ok(FileSink::new(file, name, path, None, device, opts.overwrite))
+        let file = OpenOptions::new()
+            .write(true)
+            .open(path)
+            .map_err(|e| Error::open("open", &name, e))?;
+        Ok(FileSink::new(
+            file,
+            name,
+            path,
+            None,
+            device,
+            opts.overwrite,
+        ))
     }
 
-    fn staged(path: &Path, name: String, mode: Permissions, opts: &SinkOptions) -> Result<FileSink> {
+    fn staged(
+        path: &Path,
+        name: String,
+        mode: Permissions,
+        opts: &SinkOptions,
+    ) -> Result<FileSink> {
         let dir = match path.parent() {
             Some(p) if !p.as_os_str().is_empty() => p,
             _ => Path::new("."),
         };
-        let base = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let base = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let temp = tempfile::Builder::new()
             .prefix(&format!(".{base}."))
             .suffix(".rbdcp-partial")
@@ -168,10 +190,24 @@ impl FileSink {
             .tempfile_in(dir)
             .map_err(|e| Error::open("create a temporary file for", &name, e))?;
         let (file, temp) = temp.into_parts();
-        Ok(FileSink::new(file, name, path, Some(temp), false, opts.overwrite))
+        Ok(FileSink::new(
+            file,
+            name,
+            path,
+            Some(temp),
+            false,
+            opts.overwrite,
+        ))
     }
 
-    fn new(file: File, name: String, target: &Path, temp: Option<TempPath>, device: bool, overwrite: bool) -> Self {
+    fn new(
+        file: File,
+        name: String,
+        target: &Path,
+        temp: Option<TempPath>,
+        device: bool,
+        overwrite: bool,
+    ) -> Self {
         FileSink {
             file,
             name,

@@ -2,8 +2,8 @@
 //! standard output) and as sources of tasks (`import-diff`: records read one by one).
 
 use std::fs::{File, Permissions};
-use std::os::unix::fs::PermissionsExt;
 use std::io::{self, BufWriter, Read, Write};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -36,7 +36,13 @@ impl Output {
     /// Opens `loc` (`-` or a path) for writing; an existing file is refused unless `overwrite`.
     pub fn create(loc: &Location, overwrite: bool) -> Result<(Output, Box<dyn Write + Send>)> {
         match loc {
-            Location::Stdio => Ok((Output { name: "-".into(), staged: None }, Box::new(io::stdout()))),
+            Location::Stdio => Ok((
+                Output {
+                    name: "-".into(),
+                    staged: None,
+                },
+                Box::new(io::stdout()),
+            )),
             Location::Path(path) => {
                 let name = path.display().to_string();
                 if path.exists() && !overwrite {
@@ -53,19 +59,39 @@ impl Output {
                     .tempfile_in(dir)
                     .map_err(|e| Error::open("create a temporary file for", &name, e))?;
                 let (file, temp) = temp.into_parts();
-                let sync = file.try_clone().map_err(|e| Error::open("open", &name, e))?;
-                let staged = Staged { temp, file: sync, target: path.clone(), overwrite };
-                Ok((Output { name, staged: Some(staged) }, Box::new(file)))
+                let sync = file
+                    .try_clone()
+                    .map_err(|e| Error::open("open", &name, e))?;
+                let staged = Staged {
+                    temp,
+                    file: sync,
+                    target: path.clone(),
+                    overwrite,
+                };
+                Ok((
+                    Output {
+                        name,
+                        staged: Some(staged),
+                    },
+                    Box::new(file),
+                ))
             }
-            Location::Rbd(spec) => Err(Error::Unsupported(format!("{spec} is an image, not a stream file"))),
+            Location::Rbd(spec) => Err(Error::Unsupported(format!(
+                "{spec} is an image, not a stream file"
+            ))),
         }
     }
 
     /// Makes the file durable and gives it its final name; call it after the writer
     /// `create` returned is flushed and dropped.
     fn persist(self) -> Result<()> {
-        let Some(staged) = self.staged else { return Ok(()) };
-        staged.file.sync_all().map_err(|e| Error::open("fsync", &self.name, e))?;
+        let Some(staged) = self.staged else {
+            return Ok(());
+        };
+        staged
+            .file
+            .sync_all()
+            .map_err(|e| Error::open("fsync", &self.name, e))?;
         let done = if staged.overwrite {
             staged.temp.persist(&staged.target)
         } else {
@@ -96,7 +122,8 @@ impl Sidecar {
         for (offset, len, crc) in &self.records {
             text.push_str(&format!("{offset} {len} {crc:08x}\n"));
         }
-        w.write_all(text.as_bytes()).map_err(|e| Error::io("write", &name, 0, e))?;
+        w.write_all(text.as_bytes())
+            .map_err(|e| Error::io("write", &name, 0, e))?;
         drop(w);
         out.persist()
     }
@@ -106,7 +133,8 @@ impl Sidecar {
         let name = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|e| Error::open("read", &name, e))?;
         let mut lines = text.lines();
-        let bad = |line: usize, what: &str| Error::Unsupported(format!("{name}: line {line}: {what}"));
+        let bad =
+            |line: usize, what: &str| Error::Unsupported(format!("{name}: line {line}: {what}"));
         if lines.next() != Some(SIDECAR_HEAD) {
             return Err(bad(1, &format!("expected {SIDECAR_HEAD:?}")));
         }
@@ -114,7 +142,11 @@ impl Sidecar {
         for (i, line) in lines.enumerate() {
             let f: Vec<&str> = line.split(' ').collect();
             let parsed = match f.as_slice() {
-                [o, l, c] => o.parse().ok().zip(l.parse().ok()).zip(u32::from_str_radix(c, 16).ok()),
+                [o, l, c] => o
+                    .parse()
+                    .ok()
+                    .zip(l.parse().ok())
+                    .zip(u32::from_str_radix(c, 16).ok()),
                 _ => None,
             };
             let Some(((offset, len), crc)) = parsed else {
@@ -153,10 +185,16 @@ impl StreamSink {
         sidecar: Option<PathBuf>,
     ) -> Result<StreamSink> {
         if let Some(path) = sidecar.as_deref().filter(|p| p.exists() && !overwrite) {
-            return Err(Error::Exists { image: path.display().to_string() });
+            return Err(Error::Exists {
+                image: path.display().to_string(),
+            });
         }
         let (output, w) = Output::create(loc, overwrite)?;
-        let out = Out { writer: None, raw: Some(BufWriter::with_capacity(BUFFER, w)), sums: Sidecar::default() };
+        let out = Out {
+            writer: None,
+            raw: Some(BufWriter::with_capacity(BUFFER, w)),
+            sums: Sidecar::default(),
+        };
         Ok(StreamSink {
             name: loc.to_string(),
             from,
@@ -167,10 +205,17 @@ impl StreamSink {
         })
     }
 
-    fn with<T>(&self, offset: u64, f: impl FnOnce(&mut Writer<BufWriter<Box<dyn Write + Send>>>, &mut Sidecar) -> io::Result<T>) -> Result<T> {
+    fn with<T>(
+        &self,
+        offset: u64,
+        f: impl FnOnce(&mut Writer<BufWriter<Box<dyn Write + Send>>>, &mut Sidecar) -> io::Result<T>,
+    ) -> Result<T> {
         let mut out = self.out.lock().unwrap();
         let out = &mut *out;
-        let writer = out.writer.as_mut().expect("resize writes the header before any record");
+        let writer = out
+            .writer
+            .as_mut()
+            .expect("resize writes the header before any record");
         f(writer, &mut out.sums).map_err(|e| Error::io("write", &self.name, offset, e))
     }
 }
@@ -201,7 +246,8 @@ impl ImageSink for StreamSink {
     fn write_at(&self, offset: u64, data: &[u8]) -> Result<()> {
         self.with(offset, |w, sums| {
             if self.sidecar.is_some() {
-                sums.records.push((offset, data.len() as u64, crc32fast::hash(data)));
+                sums.records
+                    .push((offset, data.len() as u64, crc32fast::hash(data)));
             }
             w.write(offset, data)
         })
@@ -218,12 +264,24 @@ impl ImageSink for StreamSink {
     fn finish(&self) -> Result<()> {
         let (writer, sums) = {
             let mut out = self.out.lock().unwrap();
-            (out.writer.take().expect("the header was written"), std::mem::take(&mut out.sums))
+            (
+                out.writer.take().expect("the header was written"),
+                std::mem::take(&mut out.sums),
+            )
         };
-        let buffered = writer.end().map_err(|e| Error::io("write", &self.name, 0, e))?;
-        let inner = buffered.into_inner().map_err(|e| Error::io("write", &self.name, 0, e.into_error()))?;
+        let buffered = writer
+            .end()
+            .map_err(|e| Error::io("write", &self.name, 0, e))?;
+        let inner = buffered
+            .into_inner()
+            .map_err(|e| Error::io("write", &self.name, 0, e.into_error()))?;
         drop(inner);
-        let output = self.output.lock().unwrap().take().expect("finish runs once");
+        let output = self
+            .output
+            .lock()
+            .unwrap()
+            .take()
+            .expect("finish runs once");
         output.persist()?;
         if let Some((path, overwrite)) = &self.sidecar {
             sums.save(path, *overwrite)?;
@@ -246,7 +304,10 @@ pub struct Pieces<R> {
 }
 
 /// Opens the stream at `loc` (`-` or a path) and reads its header.
-pub fn open_stream(loc: &Location, sums: Option<Sidecar>) -> Result<(Header, Pieces<Box<dyn Read + Send>>)> {
+pub fn open_stream(
+    loc: &Location,
+    sums: Option<Sidecar>,
+) -> Result<(Header, Pieces<Box<dyn Read + Send>>)> {
     let (input, name): (Box<dyn Read + Send>, String) = match loc {
         Location::Stdio => (Box::new(io::stdin()), "-".into()),
         Location::Path(path) => {
@@ -254,49 +315,92 @@ pub fn open_stream(loc: &Location, sums: Option<Sidecar>) -> Result<(Header, Pie
             let file = File::open(path).map_err(|e| Error::open("open", &name, e))?;
             (Box::new(io::BufReader::with_capacity(BUFFER, file)), name)
         }
-        Location::Rbd(spec) => return Err(Error::Unsupported(format!("{spec} is an image, not a stream"))),
+        Location::Rbd(spec) => {
+            return Err(Error::Unsupported(format!(
+                "{spec} is an image, not a stream"
+            )))
+        }
     };
     let (reader, header, first) = Reader::open(input, &name)?;
-    Ok((header, Pieces { reader, first, sums: sums.map(|s| (s, 0)), name }))
+    Ok((
+        header,
+        Pieces {
+            reader,
+            first,
+            sums: sums.map(|s| (s, 0)),
+            name,
+        },
+    ))
 }
 
 impl<R: Read> Pieces<R> {
     fn piece(&mut self, record: Record) -> Result<Piece> {
-        let at = self.reader.position();
+        let at = self.reader.record_offset();
         match record {
-            Record::Zero { offset, len } => Ok(Piece { chunk: Chunk { offset, len, data: false }, data: None }),
+            Record::Zero { offset, len } => Ok(Piece {
+                chunk: Chunk {
+                    offset,
+                    len,
+                    data: false,
+                },
+                data: None,
+            }),
             Record::Write { offset, len } => {
                 if len > MAX_RECORD {
                     let found = format!("a record of {len} bytes");
-                    return Err(self.bad(at, &format!("a w record of at most {MAX_RECORD} bytes"), &found));
+                    return Err(self.bad(
+                        at,
+                        &format!("a w record of at most {MAX_RECORD} bytes"),
+                        &found,
+                    ));
                 }
                 let mut data = vec![0; len as usize];
                 self.reader.data(&mut data)?;
                 self.check(at, offset, &data)?;
-                Ok(Piece { chunk: Chunk { offset, len, data: true }, data: Some(data) })
+                Ok(Piece {
+                    chunk: Chunk {
+                        offset,
+                        len,
+                        data: true,
+                    },
+                    data: Some(data),
+                })
             }
         }
     }
 
     /// Checks a `w` record against the next sidecar entry, before any of it is written.
     fn check(&mut self, at: u64, offset: u64, data: &[u8]) -> Result<()> {
-        let Some((sums, next)) = &mut self.sums else { return Ok(()) };
+        let Some((sums, next)) = &mut self.sums else {
+            return Ok(());
+        };
         let want = sums.records.get(*next).copied();
         *next += 1;
         let crc = crc32fast::hash(data);
         match want {
             Some((o, l, c)) if o == offset && l == data.len() as u64 && c == crc => Ok(()),
             Some((o, l, c)) => {
-                let (expected, found) =
-                    (format!("a w record at {o} of {l} bytes with crc32 {c:08x} (the sidecar)"), format!("offset {offset}, {} bytes, crc32 {crc:08x}", data.len()));
+                let (expected, found) = (
+                    format!("a w record at {o} of {l} bytes with crc32 {c:08x} (the sidecar)"),
+                    format!("offset {offset}, {} bytes, crc32 {crc:08x}", data.len()),
+                );
                 Err(self.bad(at, &expected, &found))
             }
-            None => Err(self.bad(at, "no more w records (the sidecar ends here)", "another w record")),
+            None => Err(self.bad(
+                at,
+                "no more w records (the sidecar ends here)",
+                "another w record",
+            )),
         }
     }
 
     fn bad(&self, offset: u64, expected: &str, found: &str) -> Error {
-        Error::Stream { stream: self.name.clone(), offset, expected: expected.to_owned(), found: found.to_owned() }
+        Error::Stream {
+            stream: self.name.clone(),
+            offset,
+            expected: expected.to_owned(),
+            found: found.to_owned(),
+        }
     }
 }
 
@@ -305,15 +409,22 @@ impl<R: Read> Iterator for Pieces<R> {
 
     fn next(&mut self) -> Option<Result<Piece>> {
         loop {
-            let record = match self.first.take().map(Ok).or_else(|| self.reader.next_record().transpose()) {
+            let record = match self
+                .first
+                .take()
+                .map(Ok)
+                .or_else(|| self.reader.next_record().transpose())
+            {
                 Some(Ok(record)) => record,
                 Some(Err(e)) => return Some(Err(e)),
                 None => {
                     let at = self.reader.position();
                     return match &self.sums {
-                        Some((sums, next)) if *next < sums.records.len() => {
-                            Some(Err(self.bad(at, "as many w records as the sidecar lists", "the end record")))
-                        }
+                        Some((sums, next)) if *next < sums.records.len() => Some(Err(self.bad(
+                            at,
+                            "as many w records as the sidecar lists",
+                            "the end record",
+                        ))),
                         _ => None,
                     };
                 }

@@ -100,7 +100,10 @@ fn location(text: &str) -> Result<Location> {
 }
 
 fn throttle(l: &LimitArgs) -> Throttle {
-    Throttle::new(Limits { bytes_per_second: l.bps_limit, ops_per_second: l.iops_limit })
+    Throttle::new(Limits {
+        bytes_per_second: l.bps_limit,
+        ops_per_second: l.iops_limit,
+    })
 }
 
 /// One line on standard error after a job shown with a progress bar.

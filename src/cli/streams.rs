@@ -10,12 +10,16 @@ use rbdcp::Location;
 
 use super::args::{ExportDiffArgs, ImportDiffArgs};
 use super::report::CopyJson;
-use super::{interrupt_flag, jobs, location, print_json, progress, source_opts, summary, throttle, Usage};
+use super::{
+    interrupt_flag, jobs, location, print_json, progress, source_opts, summary, throttle, Usage,
+};
 
 /// A stream location: a path or `-`, never an image.
 fn stream_location(text: &str) -> Result<Location> {
     match location(text)? {
-        Location::Rbd(spec) => Err(Usage(format!("{spec} is an image; a diff stream is a file or -")).into()),
+        Location::Rbd(spec) => {
+            Err(Usage(format!("{spec} is an image; a diff stream is a file or -")).into())
+        }
         loc => Ok(loc),
     }
 }
@@ -24,15 +28,29 @@ pub(super) fn export_diff(a: ExportDiffArgs, access: &Access) -> Result<ExitCode
     let src_loc = location(&a.src)?;
     let out_loc = stream_location(&a.out)?;
     if out_loc == Location::Stdio && a.output.json {
-        return Err(Usage("--json would mix with the stream on standard output; write the stream to a file".into()).into());
+        return Err(Usage(
+            "--json would mix with the stream on standard output; write the stream to a file"
+                .into(),
+        )
+        .into());
     }
     let to = match &src_loc {
         Location::Rbd(spec) => spec.snap.clone(),
         _ => None,
     };
-    let opts = SourceOptions { base: a.from_snap.clone(), whole_object: a.whole_object, ..source_opts(access) };
+    let opts = SourceOptions {
+        base: a.from_snap.clone(),
+        whole_object: a.whole_object,
+        ..source_opts(access)
+    };
     let src = open_source(&src_loc, &opts)?;
-    let sink = StreamSink::create(&out_loc, a.from_snap.clone(), to, a.overwrite, a.crc.clone())?;
+    let sink = StreamSink::create(
+        &out_loc,
+        a.from_snap.clone(),
+        to,
+        a.overwrite,
+        a.crc.clone(),
+    )?;
     let opts = Options {
         jobs: jobs(&a.workers),
         chunk_size: a.workers.chunk_size,
@@ -40,8 +58,14 @@ pub(super) fn export_diff(a: ExportDiffArgs, access: &Access) -> Result<ExitCode
         cancel: Some(interrupt_flag()),
     };
     let bar = progress::pick(!a.output.no_progress, "export-diff");
-    let report = engine::copy(src.as_ref(), &sink, &opts, &throttle(&a.limits), bar.as_ref())
-        .with_context(|| format!("exporting {src_loc} to {out_loc}"))?;
+    let report = engine::copy(
+        src.as_ref(),
+        &sink,
+        &opts,
+        &throttle(&a.limits),
+        bar.as_ref(),
+    )
+    .with_context(|| format!("exporting {src_loc} to {out_loc}"))?;
     let (src_name, out_name) = (src_loc.to_string(), out_loc.to_string());
     if a.output.json {
         print_json(&CopyJson::new(&src_name, &out_name, &report, None))?;
@@ -55,7 +79,9 @@ pub(super) fn import_diff(a: ImportDiffArgs, access: &Access) -> Result<ExitCode
     let in_loc = stream_location(&a.input)?;
     let dst_loc = location(&a.dst)?;
     if dst_loc == Location::Stdio {
-        return Err(Usage("import-diff writes to an image: name an rbd: image or a file".into()).into());
+        return Err(
+            Usage("import-diff writes to an image: name an rbd: image or a file".into()).into(),
+        );
     }
     let sidecar = a.crc.as_deref().map(Sidecar::load).transpose()?;
     let (header, pieces) = open_stream(&in_loc, sidecar)?;
@@ -70,13 +96,22 @@ pub(super) fn import_diff(a: ImportDiffArgs, access: &Access) -> Result<ExitCode
     };
     let dst = open_sink(&dst_loc, &sink_opts)?;
     let opts = Options {
-        jobs: a.jobs.map_or_else(|| default_jobs(DEFAULT_CHUNK), usize::from),
+        jobs: a
+            .jobs
+            .map_or_else(|| default_jobs(DEFAULT_CHUNK), usize::from),
         cancel: Some(interrupt_flag()),
         ..Options::default()
     };
     let bar = progress::pick(!a.output.no_progress, "import-diff");
-    let report = engine::apply(pieces, header.size, dst.as_ref(), &opts, &throttle(&a.limits), bar.as_ref())
-        .with_context(|| format!("importing {in_loc} into {dst_loc} (nothing was snapshotted)"))?;
+    let report = engine::apply(
+        pieces,
+        header.size,
+        dst.as_ref(),
+        &opts,
+        &throttle(&a.limits),
+        bar.as_ref(),
+    )
+    .with_context(|| format!("importing {in_loc} into {dst_loc} (nothing was snapshotted)"))?;
     let (in_name, dst_name) = (in_loc.to_string(), dst_loc.to_string());
     if a.output.json {
         print_json(&CopyJson::new(&in_name, &dst_name, &report, None))?;

@@ -47,21 +47,28 @@ where
     progress.start(0);
     let counts = Counts::default();
     let cancel = opts.cancel.as_deref();
-    let result = run(opts.jobs, size, pieces, cancel, progress, |piece: Piece, _, _| {
-        let c = piece.chunk;
-        counts.chunks.fetch_add(1, Ordering::Relaxed);
-        throttle.take(if c.data { c.len } else { 0 });
-        match piece.data {
-            Some(data) => {
-                counts.read.fetch_add(c.len, Ordering::Relaxed);
-                write_runs(dst, c.offset, &data, &counts)
+    let result = run(
+        opts.jobs,
+        size,
+        pieces,
+        cancel,
+        progress,
+        |piece: Piece, _, _| {
+            let c = piece.chunk;
+            counts.chunks.fetch_add(1, Ordering::Relaxed);
+            throttle.take(if c.data { c.len } else { 0 });
+            match piece.data {
+                Some(data) => {
+                    counts.read.fetch_add(c.len, Ordering::Relaxed);
+                    write_runs(dst, c.offset, &data, &counts)
+                }
+                None => {
+                    counts.zero.fetch_add(c.len, Ordering::Relaxed);
+                    dst.write_zeroes(c.offset, c.len)
+                }
             }
-            None => {
-                counts.zero.fetch_add(c.len, Ordering::Relaxed);
-                dst.write_zeroes(c.offset, c.len)
-            }
-        }
-    })
+        },
+    )
     .and_then(|()| dst.finish());
     progress.finish();
     result?;

@@ -205,7 +205,12 @@ fn copy_chunk<C: Pace>(
 }
 
 /// Writes `buf` at `offset`: its data runs as data, its long zero runs as zeroing.
-pub(super) fn write_runs(dst: &dyn ImageSink, offset: u64, buf: &[u8], counts: &Counts) -> Result<()> {
+pub(super) fn write_runs(
+    dst: &dyn ImageSink,
+    offset: u64,
+    buf: &[u8],
+    counts: &Counts,
+) -> Result<()> {
     for (start, end, data) in sparse_runs(buf, SPARSE_BLOCK, SPARSE_GAP) {
         let (at, len) = (offset + start as u64, (end - start) as u64);
         if data {

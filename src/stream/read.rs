@@ -46,6 +46,8 @@ pub struct Reader<R> {
     left: u64,
     /// End of the last data record: records must not go backwards or overlap.
     covered: u64,
+    /// Where the last record returned starts.
+    last: u64,
     ended: bool,
 }
 
@@ -59,6 +61,7 @@ impl<R: Read> Reader<R> {
             size: 0,
             left: 0,
             covered: 0,
+            last: 0,
             ended: false,
         };
         let mut banner = [0u8; 12];
@@ -105,6 +108,11 @@ impl<R: Read> Reader<R> {
         self.pos
     }
 
+    /// The byte offset of the last record returned (its tag).
+    pub fn record_offset(&self) -> u64 {
+        self.last
+    }
+
     /// The next data record, or `None` at the end record `e`. Any data of the previous
     /// `w` record must have been read.
     pub fn next_record(&mut self) -> Result<Option<Record>> {
@@ -132,6 +140,7 @@ impl<R: Read> Reader<R> {
     }
 
     fn record(&mut self, t: u8, at: u64) -> Result<Option<Record>> {
+        self.last = at;
         let record = match t {
             tag::END => {
                 self.ended = true;

@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests: run the built binary, make sparse images.
 #![allow(dead_code)]
 
+pub mod ceph;
+
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::Path;

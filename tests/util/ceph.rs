@@ -1,0 +1,148 @@
+//! Helpers for tests against the local Ceph clusters of `scripts/with-clusters.sh`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+
+const M: u64 = 1 << 20;
+
+/// The two clusters' conf files, or `None` (after saying why) outside `make test`.
+pub fn clusters() -> Option<(PathBuf, PathBuf)> {
+    match (
+        std::env::var_os("RBDCP_CONF1"),
+        std::env::var_os("RBDCP_CONF2"),
+    ) {
+        (Some(a), Some(b)) => Some((a.into(), b.into())),
+        _ if std::env::var("CI").is_ok_and(|v| v == "true") => {
+            panic!(
+                "CI=true but RBDCP_CONF1/RBDCP_CONF2 are not set: run the suite with `make test`"
+            )
+        }
+        _ => {
+            eprintln!(
+                "no Ceph clusters (RBDCP_CONF1/2 unset): run `make test` to test against real ones"
+            );
+            None
+        }
+    }
+}
+
+/// A name no other test uses.
+pub fn name(test: &str) -> String {
+    format!("{test}-{}", std::process::id())
+}
+
+/// `rbd -c CONF ARGS...`, which must succeed; returns its standard output.
+pub fn rbd(conf: &Path, args: &[&str]) -> Vec<u8> {
+    let out = Command::new("rbd")
+        .arg("-c")
+        .arg(conf)
+        .args(args)
+        .output()
+        .expect("rbd runs");
+    assert!(
+        out.status.success(),
+        "rbd {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+/// The bytes of `spec` (`pool/image[@snap]`), as `rbd export` writes them.
+pub fn export(conf: &Path, spec: &str) -> Vec<u8> {
+    rbd(conf, &["export", "--no-progress", spec, "-"])
+}
+
+/// Creates `rbd/image` with noise at `extents`, through `rbd import` of a sparse file.
+pub fn create(conf: &Path, image: &str, size: u64, extents: &[(u64, usize)]) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("img");
+    super::sparse_file(&file, size, extents);
+    rbd(
+        conf,
+        &[
+            "import",
+            "--no-progress",
+            file.to_str().unwrap(),
+            &format!("rbd/{image}"),
+        ],
+    );
+}
+
+/// Overwrites `len` bytes at `offset` of `rbd/image` with noise: `rbd import-diff` of a
+/// one-record v1 diff (the stock tool, so the test does not check rbdcp with itself).
+pub fn write(conf: &Path, image: &str, offset: u64, len: usize, seed: u64) {
+    record(
+        conf,
+        image,
+        b'w',
+        offset,
+        len as u64,
+        &super::noise(seed, len),
+    );
+}
+
+/// Zeroes (discards) `len` bytes at `offset` of `rbd/image`.
+pub fn zero(conf: &Path, image: &str, offset: u64, len: u64) {
+    record(conf, image, b'z', offset, len, &[]);
+}
+
+pub fn record(conf: &Path, image: &str, tag: u8, offset: u64, len: u64, data: &[u8]) {
+    let info: Value = serde_json::from_slice(&rbd(
+        conf,
+        &["info", "--format", "json", &format!("rbd/{image}")],
+    ))
+    .unwrap();
+    let size = info["size"].as_u64().unwrap();
+    let mut diff = b"rbd diff v1\n".to_vec();
+    diff.push(b's');
+    diff.extend(size.to_le_bytes());
+    diff.push(tag);
+    diff.extend(offset.to_le_bytes());
+    diff.extend(len.to_le_bytes());
+    diff.extend(data);
+    diff.push(b'e');
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("diff");
+    std::fs::write(&path, diff).unwrap();
+    rbd(
+        conf,
+        &[
+            "import-diff",
+            "--no-progress",
+            path.to_str().unwrap(),
+            &format!("rbd/{image}"),
+        ],
+    );
+}
+
+pub fn loc(conf: &Path, spec: &str) -> String {
+    format!("rbd:{spec}:conf={}", conf.display())
+}
+
+pub fn snaps(conf: &Path, image: &str) -> Vec<String> {
+    let out = String::from_utf8(rbd(
+        conf,
+        &["snap", "ls", "--format", "json", &format!("rbd/{image}")],
+    ))
+    .unwrap();
+    let v: Value = serde_json::from_str(&out).unwrap();
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+pub fn images(conf: &Path) -> Vec<String> {
+    String::from_utf8(rbd(conf, &["ls", "rbd"]))
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+pub fn json(out: &std::process::Output) -> Value {
+    serde_json::from_slice(&out.stdout).unwrap()
+}
