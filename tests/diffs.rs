@@ -40,18 +40,20 @@ fn a_file_goes_through_a_stream_and_back() {
         "holes stay holes"
     );
     // The same through a pipe: standard output into standard input.
-    let export = Command::new(env!("CARGO_BIN_EXE_rbdcp"))
+    let mut export = Command::new(env!("CARGO_BIN_EXE_rbdcp"))
         .current_dir(d)
         .args(["export-diff", "a.img", "-"])
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
+    let pipe = export.stdout.take().unwrap();
     let import = rbdcp(d)
         .args(["import-diff", "-", "c.img"])
-        .stdin(export.stdout.unwrap())
+        .stdin(pipe)
         .output()
         .unwrap();
     assert!(import.status.success(), "{}", stderr(&import));
+    assert!(export.wait().unwrap().success());
     assert!(util::same_bytes(&d.join("a.img"), &d.join("c.img")));
 }
 
