@@ -2,7 +2,7 @@
 
 /// Receives progress from a running job. Calls come from many workers at once.
 pub trait Progress: Sync {
-    /// The job will cover `total` bytes (data and zeroes).
+    /// The job will cover `total` bytes (data and zeroes); 0 when unknown (a stream).
     fn start(&self, _total: u64) {}
 
     /// `bytes` more were done.
