@@ -103,7 +103,10 @@ impl Cluster {
         self.set("rados_mon_op_timeout", &secs, who)?;
         // Writes go straight to the OSDs, many at a time: librbd's cache would only
         // acknowledge early and hold up to 24 MiB back.
-        self.set("rbd_cache", "false", who)
+        self.set("rbd_cache", "false", who)?;
+        // rbd_write2 blocks until the write is done, so librbd may send the caller's buffer
+        // as it is instead of copying it first.
+        self.set("rbd_disable_zero_copy_writes", "false", who)
     }
 
     fn read_conf(&self, path: *const c_char, who: &str) -> Result<()> {
