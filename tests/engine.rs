@@ -180,3 +180,83 @@ fn chunks_follow_the_object_size() {
     assert_eq!(report.chunks, 4);
     assert_eq!(dst.bytes(), src.bytes());
 }
+
+#[test]
+fn apply_writes_every_piece_and_resizes() {
+    use rbdcp::engine::{apply, Chunk, Piece};
+    let dst = MemImage::filled("dst", 40 * BLOCK, 0xEE);
+    let data = util::noise(4, 3 * BLOCK as usize);
+    let pieces = vec![
+        Ok(Piece {
+            chunk: Chunk {
+                offset: BLOCK,
+                len: 3 * BLOCK,
+                data: true,
+            },
+            data: Some(data.clone()),
+        }),
+        Ok(Piece {
+            chunk: Chunk {
+                offset: 10 * BLOCK,
+                len: 5 * BLOCK,
+                data: false,
+            },
+            data: None,
+        }),
+    ];
+    let report = apply(
+        pieces.into_iter(),
+        48 * BLOCK,
+        &dst,
+        &opts(4, BLOCK),
+        &Throttle::new(Default::default()),
+        &Silent,
+    )
+    .unwrap();
+    assert!(dst.finished());
+    let bytes = dst.bytes();
+    assert_eq!(bytes.len() as u64, 48 * BLOCK);
+    assert_eq!(&bytes[BLOCK as usize..4 * BLOCK as usize], &data[..]);
+    assert!(bytes[10 * BLOCK as usize..15 * BLOCK as usize]
+        .iter()
+        .all(|&b| b == 0));
+    assert!(bytes[15 * BLOCK as usize..40 * BLOCK as usize]
+        .iter()
+        .all(|&b| b == 0xEE));
+    assert_eq!(
+        (report.bytes_read, report.bytes_zero),
+        (3 * BLOCK, 5 * BLOCK)
+    );
+}
+
+#[test]
+fn apply_stops_at_a_bad_piece_and_does_not_finish() {
+    use rbdcp::engine::{apply, Chunk, Piece};
+    let dst = MemImage::new("dst", 0);
+    let pieces = (0..100u64).map(|i| match i {
+        60 => Err(Error::Unsupported("bad record".into())),
+        i => Ok(Piece {
+            chunk: Chunk {
+                offset: i * BLOCK,
+                len: BLOCK,
+                data: true,
+            },
+            data: Some(vec![1; BLOCK as usize]),
+        }),
+    });
+    let err = apply(
+        pieces,
+        100 * BLOCK,
+        &dst,
+        &opts(4, BLOCK),
+        &Throttle::new(Default::default()),
+        &Silent,
+    )
+    .unwrap_err();
+    assert_eq!(err.to_string(), "bad record");
+    assert!(!dst.finished());
+    assert!(
+        !dst.allocated(60) && !dst.allocated(61),
+        "nothing at or after the bad piece was written"
+    );
+}

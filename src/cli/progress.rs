@@ -12,8 +12,10 @@ impl Progress for Bar {
     fn start(&self, total: u64) {
         if total == 0 {
             // Unknown (a stream being read): bytes and rate, no bar.
-            let style = ProgressStyle::with_template("{prefix} [{elapsed_precise}] {binary_bytes} {binary_bytes_per_sec}")
-                .expect("the template is valid");
+            let style = ProgressStyle::with_template(
+                "{prefix} [{elapsed_precise}] {binary_bytes} {binary_bytes_per_sec}",
+            )
+            .expect("the template is valid");
             self.0.set_style(style);
         }
         self.0.set_length(total);

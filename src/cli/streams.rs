@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use rbdcp::backend::stream::{open_stream, Sidecar, StreamSink};
 use rbdcp::backend::{open_sink, open_source, Access, SinkOptions, SourceOptions};
-use rbdcp::engine::{self, default_jobs, Options, DEFAULT_CHUNK};
+use rbdcp::engine::{self, Options, APPLY_JOBS};
 use rbdcp::Location;
 
 use super::args::{ExportDiffArgs, ImportDiffArgs};
@@ -96,9 +96,7 @@ pub(super) fn import_diff(a: ImportDiffArgs, access: &Access) -> Result<ExitCode
     };
     let dst = open_sink(&dst_loc, &sink_opts)?;
     let opts = Options {
-        jobs: a
-            .jobs
-            .map_or_else(|| default_jobs(DEFAULT_CHUNK), usize::from),
+        jobs: a.jobs.map_or(APPLY_JOBS, usize::from),
         cancel: Some(interrupt_flag()),
         ..Options::default()
     };

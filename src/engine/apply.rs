@@ -2,6 +2,7 @@
 //! many writes in flight, under the same throttle as a copy.
 
 use std::sync::atomic::Ordering;
+use std::sync::{Condvar, Mutex};
 use std::time::Instant;
 
 use super::copy::{write_runs, Counts, Options, Report};
@@ -27,9 +28,41 @@ impl Task for Piece {
     }
 }
 
+/// Bytes of pieces that may be held in memory at once (read and not yet written).
+pub const APPLY_IN_FLIGHT: u64 = 64 << 20;
+
+/// The workers [`apply`] uses by default: pieces are often small (a diff's records average a
+/// few hundred KiB), so many must be in flight to cover a distant destination's round
+/// trips; [`APPLY_IN_FLIGHT`] bounds their memory.
+pub const APPLY_JOBS: usize = 64;
+
+/// Counts the bytes of pieces in memory; taking more than the budget waits.
+struct Budget {
+    used: Mutex<u64>,
+    freed: Condvar,
+    max: u64,
+}
+
+impl Budget {
+    /// Waits until `len` more bytes fit (a piece bigger than the budget waits for an empty one).
+    fn take(&self, len: u64) {
+        let mut used = self.used.lock().unwrap();
+        while *used > 0 && *used + len > self.max {
+            used = self.freed.wait(used).unwrap();
+        }
+        *used += len;
+    }
+
+    fn give(&self, len: u64) {
+        *self.used.lock().unwrap() -= len;
+        self.freed.notify_all();
+    }
+}
+
 /// Resizes `dst` to `size`, writes every piece (in any order: pieces must not overlap) and
-/// finishes `dst`. An error from `pieces` (a bad stream) stops the job before anything
-/// after it is written, and `dst` is not finished.
+/// finishes `dst`. At most [`APPLY_IN_FLIGHT`] bytes of pieces wait in memory. An error from
+/// `pieces` (a bad stream) stops the job before anything after it is written, and `dst` is
+/// not finished.
 pub fn apply<I, C>(
     pieces: I,
     size: u64,
@@ -47,6 +80,17 @@ where
     progress.start(0);
     let counts = Counts::default();
     let cancel = opts.cancel.as_deref();
+    let budget = Budget {
+        used: Mutex::new(0),
+        freed: Condvar::new(),
+        max: APPLY_IN_FLIGHT,
+    };
+    // Taken as each piece leaves the stream; given back once a worker is done with it.
+    let pieces = pieces.inspect(|p| {
+        if let Ok(p) = p {
+            budget.take(p.chunk.len);
+        }
+    });
     let result = run(
         opts.jobs,
         size,
@@ -55,6 +99,7 @@ where
         progress,
         |piece: Piece, _, _| {
             let c = piece.chunk;
+            let _give = Give(&budget, c.len);
             counts.chunks.fetch_add(1, Ordering::Relaxed);
             throttle.take(if c.data { c.len } else { 0 });
             match piece.data {
@@ -74,4 +119,47 @@ where
     result?;
     let records = counts.chunks.load(Ordering::Relaxed);
     Ok(counts.report(size, records, started))
+}
+
+/// Gives a piece's bytes back to the budget when the worker is done with it, error or not.
+struct Give<'a>(&'a Budget, u64);
+
+impl Drop for Give<'_> {
+    fn drop(&mut self) {
+        self.0.give(self.1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicBool;
+    use std::time::Duration;
+
+    #[test]
+    fn the_budget_holds_back_what_does_not_fit() {
+        let budget = Budget {
+            used: Mutex::new(0),
+            freed: Condvar::new(),
+            max: 10,
+        };
+        budget.take(6);
+        let taken = AtomicBool::new(false);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                budget.take(6);
+                taken.store(true, Ordering::SeqCst);
+            });
+            std::thread::sleep(Duration::from_millis(50));
+            assert!(
+                !taken.load(Ordering::SeqCst),
+                "6 + 6 bytes went past a budget of 10"
+            );
+            budget.give(6);
+        });
+        assert!(taken.load(Ordering::SeqCst));
+        budget.give(6);
+        budget.take(100); // bigger than the budget, but nothing else is held
+        assert_eq!(*budget.used.lock().unwrap(), 100);
+    }
 }

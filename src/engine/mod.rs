@@ -9,7 +9,7 @@ mod run;
 mod throttle;
 mod verify;
 
-pub use apply::{apply, Piece};
+pub use apply::{apply, Piece, APPLY_IN_FLIGHT, APPLY_JOBS};
 pub use copy::{copy, default_jobs, Options, Report, Sum, DEFAULT_CHUNK, DEFAULT_IN_FLIGHT};
 pub use plan::{chunk_size, is_zero, sparse_runs, Chunk, Plan, SPARSE_BLOCK, SPARSE_GAP};
 pub use progress::{Progress, Silent};
