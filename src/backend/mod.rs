@@ -4,6 +4,7 @@
 pub mod file;
 pub mod mem;
 pub mod rbd;
+pub mod sidecar;
 pub mod stream;
 
 use crate::engine::{ImageSink, ImageSource, Layout};

@@ -9,6 +9,7 @@ use std::sync::Mutex;
 
 use tempfile::TempPath;
 
+use super::sidecar::Sidecar;
 use crate::engine::{Chunk, ImageSink, Piece};
 use crate::error::{Error, Result};
 use crate::location::Location;
@@ -84,7 +85,7 @@ impl Output {
 
     /// Makes the file durable and gives it its final name; call it after the writer
     /// `create` returned is flushed and dropped.
-    fn persist(self) -> Result<()> {
+    pub fn persist(self) -> Result<()> {
         let Some(staged) = self.staged else {
             return Ok(());
         };
@@ -99,62 +100,6 @@ impl Output {
         };
         done.map_err(|e| Error::open("rename into place", &self.name, e.error))?;
         Ok(())
-    }
-}
-
-/// The crc32 of every `w` record of a stream: the sidecar `export-diff --crc` writes and
-/// `import-diff --crc` checks. Text, one line per record: `OFFSET LENGTH CRC32` (hex crc),
-/// after the line `rbdcp-crc32 v1`.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Sidecar {
-    /// (offset, length, crc32), in stream order.
-    pub records: Vec<(u64, u64, u32)>,
-}
-
-const SIDECAR_HEAD: &str = "rbdcp-crc32 v1";
-
-impl Sidecar {
-    /// Writes it to `path` (under a temporary name first).
-    pub fn save(&self, path: &Path, overwrite: bool) -> Result<()> {
-        let (out, mut w) = Output::create(&Location::Path(path.to_owned()), overwrite)?;
-        let name = path.display().to_string();
-        let mut text = format!("{SIDECAR_HEAD}\n");
-        for (offset, len, crc) in &self.records {
-            text.push_str(&format!("{offset} {len} {crc:08x}\n"));
-        }
-        w.write_all(text.as_bytes())
-            .map_err(|e| Error::io("write", &name, 0, e))?;
-        drop(w);
-        out.persist()
-    }
-
-    /// Reads one from `path`.
-    pub fn load(path: &Path) -> Result<Sidecar> {
-        let name = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| Error::open("read", &name, e))?;
-        let mut lines = text.lines();
-        let bad =
-            |line: usize, what: &str| Error::Unsupported(format!("{name}: line {line}: {what}"));
-        if lines.next() != Some(SIDECAR_HEAD) {
-            return Err(bad(1, &format!("expected {SIDECAR_HEAD:?}")));
-        }
-        let mut records = Vec::new();
-        for (i, line) in lines.enumerate() {
-            let f: Vec<&str> = line.split(' ').collect();
-            let parsed = match f.as_slice() {
-                [o, l, c] => o
-                    .parse()
-                    .ok()
-                    .zip(l.parse().ok())
-                    .zip(u32::from_str_radix(c, 16).ok()),
-                _ => None,
-            };
-            let Some(((offset, len), crc)) = parsed else {
-                return Err(bad(i + 2, "expected OFFSET LENGTH CRC32"));
-            };
-            records.push((offset, len, crc));
-        }
-        Ok(Sidecar { records })
     }
 }
 

@@ -3,7 +3,8 @@
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use rbdcp::backend::stream::{open_stream, Sidecar, StreamSink};
+use rbdcp::backend::sidecar::Sidecar;
+use rbdcp::backend::stream::{open_stream, StreamSink};
 use rbdcp::backend::{open_sink, open_source, Access, SinkOptions, SourceOptions};
 use rbdcp::engine::{self, Options, APPLY_JOBS};
 use rbdcp::Location;
