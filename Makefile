@@ -28,10 +28,12 @@ lint:
 
 # Writes BENCHMARKS.md: rbdcp against cp and qemu-img on local images, then (with two local
 # clusters, started for the run and stopped afterwards) against rbd cp, rbd export | import,
-# rbd export-diff | import-diff, qemu-img and rados bench; all timed side by side.
+# rbd export-diff | import-diff, qemu-img and rados bench; then (fresh clusters again) diff streams:
+# rbdcp import-diff/export-diff against rbd import-diff/export-diff and rbd bench; all timed side by side.
 bench: build
 	bash bench/local.sh
 	bash scripts/with-clusters.sh python3 bench/rbd.py
+	bash scripts/with-clusters.sh python3 bench/diff.py
 
 # A real copy with a progress bar, then the result.
 demo: build

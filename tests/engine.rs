@@ -34,6 +34,7 @@ fn opts(jobs: usize, chunk: u64) -> Options {
         chunk_size: chunk,
         preallocate: true,
         cancel: None,
+        keep_sums: true,
     }
 }
 

@@ -163,6 +163,7 @@ fn copy(a: CopyArgs, access: &Access) -> Result<ExitCode> {
         chunk_size: a.workers.chunk_size,
         preallocate: !a.no_preallocate,
         cancel: Some(interrupt_flag()),
+        keep_sums: a.verify,
     };
     let throttle = throttle(&a.limits);
     let bar = progress::pick(!a.output.no_progress, "copy");

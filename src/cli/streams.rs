@@ -57,6 +57,7 @@ pub(super) fn export_diff(a: ExportDiffArgs, access: &Access) -> Result<ExitCode
         chunk_size: a.workers.chunk_size,
         preallocate: false,
         cancel: Some(interrupt_flag()),
+        keep_sums: false,
     };
     let bar = progress::pick(!a.output.no_progress, "export-diff");
     let report = engine::copy(

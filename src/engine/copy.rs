@@ -24,6 +24,9 @@ pub struct Options {
     /// Turned true from outside (a signal handler) to stop the copy: running chunks finish,
     /// no new one starts, and the copy fails with `Error::Interrupted`.
     pub cancel: Option<Arc<AtomicBool>>,
+    /// Keep every chunk's crc32 in [`Report::sums`], for verifying the copy afterwards. Off,
+    /// memory does not grow with the image size.
+    pub keep_sums: bool,
 }
 
 impl Default for Options {
@@ -33,6 +36,7 @@ impl Default for Options {
             chunk_size: DEFAULT_CHUNK,
             preallocate: true,
             cancel: None,
+            keep_sums: false,
         }
     }
 }
@@ -80,7 +84,7 @@ pub struct Report {
     pub chunks: u64,
     /// Wall time of the copy, finish included.
     pub seconds: f64,
-    /// What each chunk must hold, in offset order.
+    /// What each chunk must hold, in offset order (empty unless `Options::keep_sums`).
     pub sums: Vec<Sum>,
 }
 
@@ -117,7 +121,10 @@ pub fn copy<C: Pace>(
     }
     let (data, zero) = plan.totals();
     progress.start(data + zero);
-    let counts = Counts::default();
+    let counts = Counts {
+        keep_sums: opts.keep_sums,
+        ..Counts::default()
+    };
     let cancel = opts.cancel.as_deref();
     let result = run(
         opts.jobs,
@@ -140,9 +147,17 @@ pub(super) struct Counts {
     pub(super) zero: AtomicU64,
     pub(super) chunks: AtomicU64,
     pub(super) sums: Mutex<Vec<Sum>>,
+    pub(super) keep_sums: bool,
 }
 
 impl Counts {
+    /// Records a chunk's sum, if sums are kept.
+    fn keep(&self, sum: Sum) {
+        if self.keep_sums {
+            self.sums.lock().unwrap().push(sum);
+        }
+    }
+
     /// The report of a job that started at `started`.
     pub(super) fn report(self, size: u64, extents: u64, started: Instant) -> Report {
         let mut sums = self.sums.into_inner().unwrap();
@@ -177,7 +192,7 @@ fn copy_chunk<C: Pace>(
         }
         dst.write_zeroes(c.offset, c.len)?;
         counts.zero.fetch_add(c.len, Ordering::Relaxed);
-        counts.sums.lock().unwrap().push(Sum {
+        counts.keep(Sum {
             offset: c.offset,
             len: c.len,
             crc: None,
@@ -193,7 +208,7 @@ fn copy_chunk<C: Pace>(
     src.read_at(c.offset, buf)?;
     counts.read.fetch_add(c.len, Ordering::Relaxed);
     let crc = crc32fast::hash(buf);
-    counts.sums.lock().unwrap().push(Sum {
+    counts.keep(Sum {
         offset: c.offset,
         len: c.len,
         crc: Some(crc),
