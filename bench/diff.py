@@ -379,10 +379,10 @@ def run_import(c, sc, s, timer, checked, first):
             run(rb.rbd(c.conf2, "create", "--size", str(c.image_size // MIB), f"{POOL}/{IMP}"))
             what = f"{sc.key} {name} {'warm-up' if rnd == 0 else f'round {rnd}'}"
             if t.key == "ceiling":
-                wall, cpu, osd, out = timed_with_output(timer, t.argvs, what)
+                wall, cpu, osd, out = timed(c, timer, t.argvs, what, with_output=True)
                 mibs = bench_mibs(out, s.io_size)
             else:
-                wall, cpu, osd = timer.run(t.argvs, what)
+                wall, cpu, osd = timed(c, timer, t.argvs, what)
                 mibs = None
             if rnd == 0:
                 log(f"  warm-up {name}: {wall:.3f} s" + (f" (rbd bench: {mibs:.0f} MiB/s)" if mibs else ""))
@@ -399,6 +399,25 @@ def run_import(c, sc, s, timer, checked, first):
                     + (f"; rbd bench: {mibs:.0f} MiB/s" if mibs else ""))
             rb.remove_image(c.conf2, IMP)
             time.sleep(0.3)                     # let the OSD settle (deletes)
+
+
+def health(c):
+    """One line per cluster from `ceph health`, for failure messages (a memstore OSD can wrongly
+    report itself full, which makes every write hang until RUN_TIMEOUT)."""
+    out = []
+    for name, conf in (("cluster 1", c.conf1), ("cluster 2", c.conf2)):
+        rc, o, e = run(["timeout", "20", "ceph", "-c", conf, "--connect-timeout", "10", "health"], check=False,
+                       timeout=30)
+        out.append(f"{name}: {(o or e).strip() or f'ceph health exit {rc}'}")
+    return "; ".join(out)
+
+
+def timed(c, timer, argvs, what, with_output=False):
+    """Runs one timed command or pipeline; a failure says how the clusters are."""
+    try:
+        return timed_with_output(timer, argvs, what) if with_output else timer.run(argvs, what)
+    except Fail as e:
+        die(f"{e}\n(health now: {health(c)})")
 
 
 def fsync_path(path):
@@ -426,7 +445,7 @@ def run_export(c, sc, s, timer, work):
             if os.path.exists(out_path):
                 os.unlink(out_path)
             what = f"{sc.key} {name} {'warm-up' if rnd == 0 else f'round {rnd}'}"
-            wall, cpu, osd = timer.run(argvs, what)
+            wall, cpu, osd = timed(c, timer, argvs, what)
             t0 = time.perf_counter()
             fsync_path(out_path)                # rbdcp fsyncs its output itself, rbd does not
             sync = time.perf_counter() - t0
@@ -612,7 +631,10 @@ def write_report(c, info, s, scs, verdict_lines):
         "every client of the timed runs (rbdcp, rbd import-diff, rbd bench) reads cluster 2's `far.conf` "
         "(ceph.conf whose `[global]` adds `ms_inject_delay_type = osd`, `ms_inject_delay_max = 0.01`, "
         "`ms_inject_delay_probability = 1`: each OSD reply arrives 0-10 ms late); the untimed create/remove/"
-        "checks use ceph.conf.",
+        "checks use ceph.conf. Client CPU 5 ms away is mostly the simulation's, not the tool's: while delayed "
+        "replies are pending, the client's messenger thread busy-polls (`epoll_wait` with a zero timeout until "
+        "the next sub-millisecond timer; `perf` of `rbdcp import-diff -j 16` 5 ms away, by hand on 2026-11-26, put "
+        f"86% of its CPU there), which also takes a core from the OSD on this {os.cpu_count()}-core machine.",
         f"- Export: the stream is applied once (untimed) with `rbd import-diff` to `rbd/{EXP}` "
         f"({c.image_size / MIB:.0f} MiB) on cluster 1 and checked as above; then both tools write "
         f"`rbd/{EXP}@{TO_SNAP}` (no from-snap) to a fresh file on disk, removed after each run. rbdcp fsyncs its "

@@ -25,9 +25,8 @@ fn read_all(bytes: &[u8]) -> rbdcp::Result<(rbdcp::stream::Header, Records)> {
     let mut out = Vec::new();
     while let Some(record) = next {
         let mut data = Vec::new();
-        if let Record::Write { len, .. } = record {
-            data = vec![0; len as usize];
-            r.data(&mut data)?;
+        if let Record::Write { .. } = record {
+            data = r.data_vec()?;
         }
         out.push((record, data));
         next = r.next_record()?;

@@ -299,8 +299,7 @@ impl<R: Read> Pieces<R> {
                         &found,
                     ));
                 }
-                let mut data = vec![0; len as usize];
-                self.reader.data(&mut data)?;
+                let data = self.reader.data_vec()?;
                 self.check(at, offset, &data)?;
                 Ok(Piece {
                     chunk: Chunk {

@@ -34,7 +34,7 @@ pub const APPLY_IN_FLIGHT: u64 = 64 << 20;
 /// The workers [`apply`] uses by default: pieces are often small (a diff's records average a
 /// few hundred KiB), so many must be in flight to cover a distant destination's round
 /// trips; [`APPLY_IN_FLIGHT`] bounds their memory.
-pub const APPLY_JOBS: usize = 64;
+pub const APPLY_JOBS: usize = 128;
 
 /// Counts the bytes of pieces in memory; taking more than the budget waits.
 struct Budget {

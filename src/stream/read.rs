@@ -17,7 +17,7 @@ pub struct Header {
     pub size: u64,
 }
 
-/// A data record; a `Write` record's bytes follow and are read with [`Reader::data`].
+/// A data record; a `Write` record's bytes follow and are read with [`Reader::data_vec`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Record {
     /// `len` bytes of data at `offset`.
@@ -128,15 +128,26 @@ impl<R: Read> Reader<R> {
         self.record(t, at)
     }
 
-    /// Reads the next `buf.len()` bytes of the current `w` record's data.
-    pub fn data(&mut self, buf: &mut [u8]) -> Result<()> {
-        assert!(
-            buf.len() as u64 <= self.left,
-            "read past the w record's data"
-        );
-        self.fill(buf, "the record's data")?;
-        self.left -= buf.len() as u64;
-        Ok(())
+    /// Reads all of the current `w` record's data into a new buffer, without first filling
+    /// it with zeroes (a copy's worth of memory traffic saved per record).
+    pub fn data_vec(&mut self) -> Result<Vec<u8>> {
+        let len = self.left;
+        // The length comes from the stream: reserve at most 64 MiB up front, grow as data comes.
+        let mut buf = Vec::with_capacity(len.min(64 << 20) as usize);
+        let got = (&mut self.inner)
+            .take(len)
+            .read_to_end(&mut buf)
+            .map_err(|e| Error::io("read", &self.name, self.pos, e))?;
+        self.pos += got as u64;
+        self.left -= got as u64;
+        if self.left > 0 {
+            return Err(self.bad(
+                self.pos,
+                "the record's data",
+                "the end of the input (truncated stream)",
+            ));
+        }
+        Ok(buf)
     }
 
     fn record(&mut self, t: u8, at: u64) -> Result<Option<Record>> {
