@@ -60,6 +60,7 @@ import shlex
 import shutil
 import statistics
 import struct
+import subprocess
 import sys
 import tempfile
 import time
@@ -169,6 +170,7 @@ def configure():
     if not (os.path.isfile(rbdcp) and os.access(rbdcp, os.X_OK)):
         die(f"rbdcp binary not found at {rbdcp} (cargo build --release, or set RBDCP=)")
     c.rbdcp_orig = os.path.abspath(rbdcp)
+    c.restarts = []                     # why cluster 2 was replaced during the run (with_recovery)
     for tool in ("rbd", "ceph", "cat"):
         if not shutil.which(tool):
             die(f"{tool} not found (bash scripts/ceph-local.sh install)")
@@ -376,14 +378,16 @@ def run_import(c, sc, s, timer, checked, first):
         order = names[k:] + names[:k]           # rotate, so no tool always runs first
         for name in order:
             t = next(x for x in sc.tools if x.name == name)
-            run(rb.rbd(c.conf2, "create", "--size", str(c.image_size // MIB), f"{POOL}/{IMP}"))
             what = f"{sc.key} {name} {'warm-up' if rnd == 0 else f'round {rnd}'}"
-            if t.key == "ceiling":
-                wall, cpu, osd, out = timed(c, timer, t.argvs, what, with_output=True)
-                mibs = bench_mibs(out, s.io_size)
-            else:
-                wall, cpu, osd = timed(c, timer, t.argvs, what)
-                mibs = None
+
+            def one_run():
+                run(rb.rbd(c.conf2, "create", "--size", str(c.image_size // MIB), f"{POOL}/{IMP}"))
+                if t.key == "ceiling":
+                    wall, cpu, osd, out = timed(c, timer, t.argvs, what, with_output=True)
+                    return wall, cpu, osd, bench_mibs(out, s.io_size)
+                return (*timed(c, timer, t.argvs, what), None)
+
+            wall, cpu, osd, mibs = with_recovery(c, timer, s, what, one_run)
             if rnd == 0:
                 log(f"  warm-up {name}: {wall:.3f} s" + (f" (rbd bench: {mibs:.0f} MiB/s)" if mibs else ""))
                 if t.check and t.key not in checked:
@@ -397,7 +401,7 @@ def run_import(c, sc, s, timer, checked, first):
                     sc.bench_mibs.append(mibs)
                 log(f"  round {rnd} {name}: {wall:.3f} s (client CPU {cpu:.2f} s, OSDs {osd:.2f} s)"
                     + (f"; rbd bench: {mibs:.0f} MiB/s" if mibs else ""))
-            rb.remove_image(c.conf2, IMP)
+            with_recovery(c, timer, s, f"{what}: removing {POOL}/{IMP}", lambda: rb.remove_image(c.conf2, IMP))
             time.sleep(0.3)                     # let the OSD settle (deletes)
 
 
@@ -418,6 +422,48 @@ def timed(c, timer, argvs, what, with_output=False):
         return timed_with_output(timer, argvs, what) if with_output else timer.run(argvs, what)
     except Fail as e:
         die(f"{e}\n(health now: {health(c)})")
+
+
+def restart_cluster2(c, timer):
+    """Replaces cluster 2 by a fresh one at the same place (conf path, port), as with-clusters.sh
+    started it, with scripts/ceph-local.sh."""
+    d = os.path.dirname(c.conf2)
+    root, name = os.path.dirname(d), os.path.basename(d)
+    with open(c.conf2) as f:
+        m = re.search(r"^mon_host\s*=\s*v2:[0-9.]+:(\d+)", f.read(), re.M)
+    if not m:
+        die(f"cannot restart cluster 2: no mon port in {c.conf2}")
+    cl = os.path.join(REPO, "scripts", "ceph-local.sh")
+    env = dict(os.environ, RBDCP_CEPH_ROOT=root)
+    for argv in (["bash", cl, "stop", name], ["bash", cl, "start", name, m.group(1)]):
+        p = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=180)
+        if p.returncode != 0:
+            die(f"restarting cluster 2 failed: {show(argv)}: {p.stderr.strip()[-1500:]}")
+    if os.path.abspath(p.stdout.strip()) != c.conf2 or not os.path.isfile(c.far2):
+        die(f"restarting cluster 2: ceph-local.sh printed {p.stdout.strip()!r}, expected {c.conf2}")
+    timer.osds = rb.Timer(c).osds
+
+
+def with_recovery(c, timer, s, what, fn):
+    """fn(); if it fails while cluster 2 reports a full OSD (memstore's space count can wrap after
+    snapshot removals: it then drops every write, see /work/shared/notes/ceph-local.md), replaces
+    cluster 2 by a fresh one, warms it up with one untimed import, and runs fn once more."""
+    try:
+        return fn()
+    except Fail as e:
+        rc, out, err = run(["timeout", "20", "ceph", "-c", c.conf2, "--connect-timeout", "10", "health"],
+                           check=False, timeout=30)
+        if "full" not in out:
+            raise
+        log(f"cluster 2 reports `{out.strip()}` after {what}; restarting it (the run is repeated)")
+        c.restarts.append(f"{what} ({out.strip()})")
+        restart_cluster2(c, timer)
+        # untimed warm-up, so the repeated run does not pay for a fresh OSD's first writes
+        run(rb.rbd(c.conf2, "create", "--size", str(c.image_size // MIB), f"{POOL}/{IMP}"))
+        run(rb.rbd(c.conf2, "import-diff", "--no-progress", s.path, f"{POOL}/{IMP}"), timeout=c.timeout)
+        rb.remove_image(c.conf2, IMP)
+        log("cluster 2 restarted and warmed up")
+        return fn()
 
 
 def fsync_path(path):
@@ -452,12 +498,17 @@ def run_export(c, sc, s, timer, work):
             size = os.path.getsize(out_path)
             if rnd == 0:
                 log(f"  warm-up {name}: {wall:.3f} s + fsync {sync:.3f} s, {size} bytes")
-                rb.remove_image(c.conf2, CHK)
-                run(rb.rbd(c.conf2, "create", "--size", str(c.image_size // MIB), f"{POOL}/{CHK}"))
-                run(rb.rbd(c.conf2, "import-diff", "--no-progress", out_path, f"{POOL}/{CHK}"), timeout=c.timeout)
-                check_image(c.conf2, f"{CHK}@{TO_SNAP}", s.sha,
-                            f"{name}'s output, applied by rbd import-diff to an empty image")
-                rb.remove_image(c.conf2, CHK)
+
+                def check_output():
+                    rb.remove_image(c.conf2, CHK)
+                    run(rb.rbd(c.conf2, "create", "--size", str(c.image_size // MIB), f"{POOL}/{CHK}"))
+                    run(rb.rbd(c.conf2, "import-diff", "--no-progress", out_path, f"{POOL}/{CHK}"),
+                        timeout=c.timeout)
+                    check_image(c.conf2, f"{CHK}@{TO_SNAP}", s.sha,
+                                f"{name}'s output, applied by rbd import-diff to an empty image")
+                    rb.remove_image(c.conf2, CHK)
+
+                with_recovery(c, timer, s, f"checking {name}'s output", check_output)
             else:
                 sc.runs[name].append((wall + sync, cpu, osd))
                 sc.extra[name].append((wall, size))
@@ -642,6 +693,11 @@ def write_report(c, info, s, scs, verdict_lines):
         "bench's own fsync of the file returns (tool-only medians below the table). Each tool's output is checked "
         f"once (warm-up) by applying it with `rbd import-diff` to an empty {c.image_size / MIB:.0f} MiB image on "
         "cluster 2 and comparing the sha256 of its export with the stream's image.",
+        "- Cluster 2 restarts: " + ("none." if not c.restarts else
+                                      f"{len(c.restarts)}, each replacing it by a fresh cluster and an untimed warm-up "
+                                      "import, then repeating the failed step, because it falsely reported a full "
+                                      "OSD (memstore's space count wraps; see the notes on local clusters): "
+                                      + "; ".join(c.restarts) + "."),
         "",
         f"Commands, exactly as run (C1 = `{c.conf1}`, C2 = `{c.conf2}`, far = `{c.far2}`; "
         "the rbdcp path is the private copy of the binary, removed after the run; "

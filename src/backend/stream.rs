@@ -18,6 +18,10 @@ use crate::stream::{Header, Reader, Record, Writer};
 /// Bytes buffered between the workers and the output.
 const BUFFER: usize = 1 << 20;
 
+/// Bytes buffered from an input file: enough for the small header fields, while a record's
+/// data longer than this is read straight into its own buffer, with no copy through ours.
+const IN_BUFFER: usize = 64 << 10;
+
 /// A file written under a temporary name and renamed into place by [`Output::persist`].
 struct Staged {
     temp: TempPath,
@@ -258,7 +262,7 @@ pub fn open_stream(
         Location::Path(path) => {
             let name = path.display().to_string();
             let file = File::open(path).map_err(|e| Error::open("open", &name, e))?;
-            (Box::new(io::BufReader::with_capacity(BUFFER, file)), name)
+            (Box::new(io::BufReader::with_capacity(IN_BUFFER, file)), name)
         }
         Location::Rbd(spec) => {
             return Err(Error::Unsupported(format!(
