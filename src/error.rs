@@ -122,6 +122,16 @@ impl Error {
         }
     }
 
+    /// Builds an [`Error::Stream`].
+    pub fn stream(stream: &str, offset: u64, expected: &str, found: &str) -> Self {
+        Error::Stream {
+            stream: stream.to_owned(),
+            offset,
+            expected: expected.to_owned(),
+            found: found.to_owned(),
+        }
+    }
+
     /// Builds an [`Error::Open`].
     pub fn open(op: &'static str, image: &str, err: io::Error) -> Self {
         Error::Open {

@@ -6,9 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use rbdcp::backend::file::{FileSink, FileSource};
-use rbdcp::backend::SinkOptions;
-use rbdcp::engine::{copy, Options, Silent, Throttle};
+use rbdcp::backend::file::FileSource;
 use rbdcp::Error;
 
 mod util;
@@ -46,21 +44,7 @@ impl Drop for Loop {
 }
 
 fn run(src: &Path, dst: &Path, overwrite: bool) -> rbdcp::Result<rbdcp::engine::Report> {
-    let sink = FileSink::create(
-        dst,
-        &SinkOptions {
-            overwrite,
-            ..SinkOptions::default()
-        },
-    )?;
-    let source = FileSource::open(src)?;
-    copy(
-        &source,
-        &sink,
-        &Options::default(),
-        &Throttle::new(Default::default()),
-        &Silent,
-    )
+    util::copy_to_file(&FileSource::open(src)?, dst, overwrite)
 }
 
 #[test]

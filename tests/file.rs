@@ -2,32 +2,13 @@
 
 use std::path::Path;
 
-use rbdcp::backend::file::{FileSink, FileSource};
+use rbdcp::backend::file::FileSource;
 use rbdcp::backend::mem::MemImage;
-use rbdcp::backend::SinkOptions;
-use rbdcp::engine::{copy, Options, Silent, Throttle};
 use rbdcp::{Error, ImageSource};
 
 mod util;
 
 const M: u64 = 1 << 20;
-
-fn run(src: &dyn ImageSource, dst: &Path, overwrite: bool) -> rbdcp::Result<rbdcp::engine::Report> {
-    let sink = FileSink::create(
-        dst,
-        &SinkOptions {
-            overwrite,
-            ..SinkOptions::default()
-        },
-    )?;
-    copy(
-        src,
-        &sink,
-        &Options::default(),
-        &Throttle::new(Default::default()),
-        &Silent,
-    )
-}
 
 fn entries(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(dir)
@@ -51,7 +32,7 @@ fn a_1_tib_sparse_file_copies_only_its_data() {
     let source = FileSource::open(&src).unwrap();
     let found = source.extents().unwrap();
     assert_eq!(found.iter().map(|e| e.len).sum::<u64>(), 6 * M, "{found:?}");
-    let report = run(&source, &dst, false).unwrap();
+    let report = util::copy_to_file(&source, &dst, false).unwrap();
     // The work follows the data, not the 1 TiB size.
     assert_eq!(report.bytes_read, 6 * M);
     assert_eq!(report.bytes_written, 6 * M);
@@ -83,7 +64,7 @@ fn zero_chunks_become_holes() {
         source.extents().unwrap().iter().map(|e| e.len).sum::<u64>(),
         12 * M
     );
-    let report = run(&source, &dst, false).unwrap();
+    let report = util::copy_to_file(&source, &dst, false).unwrap();
     assert_eq!(
         (report.bytes_read, report.bytes_written, report.bytes_zero),
         (12 * M, 4 * M, 8 * M)
@@ -102,7 +83,7 @@ fn a_failed_copy_leaves_nothing_behind() {
     let dst = dir.path().join("out.img");
     let src = MemImage::new("mem", 64 * M).failing_at(40 * M);
     src.put(0, &util::noise(1, 64 * M as usize));
-    let err = run(&src, &dst, false).unwrap_err();
+    let err = util::copy_to_file(&src, &dst, false).unwrap_err();
     assert!(matches!(err, Error::Io { op: "read", .. }), "{err}");
     assert!(
         entries(dir.path()).is_empty(),
@@ -118,10 +99,10 @@ fn an_existing_destination_is_kept_unless_overwrite() {
     util::sparse_file(&src, 8 * M, &[(M, 1000)]);
     std::fs::write(&dst, b"precious").unwrap();
     let source = FileSource::open(&src).unwrap();
-    let err = run(&source, &dst, false).unwrap_err();
+    let err = util::copy_to_file(&source, &dst, false).unwrap_err();
     assert!(matches!(err, Error::Exists { .. }), "{err}");
     assert_eq!(std::fs::read(&dst).unwrap(), b"precious");
-    run(&source, &dst, true).unwrap();
+    util::copy_to_file(&source, &dst, true).unwrap();
     assert!(util::same_bytes(&src, &dst));
     assert_eq!(entries(dir.path()), ["a.img", "b.img"]);
 }

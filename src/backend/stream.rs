@@ -262,7 +262,10 @@ pub fn open_stream(
         Location::Path(path) => {
             let name = path.display().to_string();
             let file = File::open(path).map_err(|e| Error::open("open", &name, e))?;
-            (Box::new(io::BufReader::with_capacity(IN_BUFFER, file)), name)
+            (
+                Box::new(io::BufReader::with_capacity(IN_BUFFER, file)),
+                name,
+            )
         }
         Location::Rbd(spec) => {
             return Err(Error::Unsupported(format!(
@@ -343,12 +346,7 @@ impl<R: Read> Pieces<R> {
     }
 
     fn bad(&self, offset: u64, expected: &str, found: &str) -> Error {
-        Error::Stream {
-            stream: self.name.clone(),
-            offset,
-            expected: expected.to_owned(),
-            found: found.to_owned(),
-        }
+        Error::stream(&self.name, offset, expected, found)
     }
 }
 

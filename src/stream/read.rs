@@ -243,12 +243,7 @@ impl<R: Read> Reader<R> {
     }
 
     fn bad(&self, offset: u64, expected: &str, found: &str) -> Error {
-        Error::Stream {
-            stream: self.name.clone(),
-            offset,
-            expected: expected.to_owned(),
-            found: found.to_owned(),
-        }
+        Error::stream(&self.name, offset, expected, found)
     }
 }
 

@@ -28,6 +28,30 @@ pub fn expect(cmd: &mut Command, code: i32) -> Output {
     out
 }
 
+/// Copies `src` to the file `dst` through the library, with the default options.
+pub fn copy_to_file(
+    src: &dyn rbdcp::ImageSource,
+    dst: &Path,
+    overwrite: bool,
+) -> rbdcp::Result<rbdcp::engine::Report> {
+    use rbdcp::backend::{file::FileSink, SinkOptions};
+    use rbdcp::engine::{copy, Options, Silent, Throttle};
+    let sink = FileSink::create(
+        dst,
+        &SinkOptions {
+            overwrite,
+            ..SinkOptions::default()
+        },
+    )?;
+    copy(
+        src,
+        &sink,
+        &Options::default(),
+        &Throttle::new(Default::default()),
+        &Silent,
+    )
+}
+
 /// Deterministic, incompressible bytes.
 pub fn noise(seed: u64, len: usize) -> Vec<u8> {
     let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
