@@ -2,7 +2,7 @@
 //! sinks (a new image under a temporary name, renamed at the end; or an existing one in place).
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, Weak};
 
 use librbd_sys as sys;
 
@@ -31,8 +31,27 @@ fn access(spec: &RbdSpec, defaults: &Access) -> Access {
     }
 }
 
+/// Connections alive in this process, by how they were reached: a source and a sink in one
+/// cluster share one (one set of messenger threads and sockets, one handshake).
+static CLUSTERS: Mutex<Vec<(Access, Weak<Cluster>)>> = Mutex::new(Vec::new());
+
+fn cluster(access: &Access) -> Result<Arc<Cluster>> {
+    let mut known = CLUSTERS.lock().unwrap();
+    known.retain(|(_, c)| c.strong_count() > 0);
+    if let Some(cluster) = known
+        .iter()
+        .find(|(a, _)| a == access)
+        .and_then(|(_, c)| c.upgrade())
+    {
+        return Ok(cluster);
+    }
+    let cluster = Cluster::connect(access)?;
+    known.push((access.clone(), Arc::downgrade(&cluster)));
+    Ok(cluster)
+}
+
 fn pool(spec: &RbdSpec, defaults: &Access) -> Result<Arc<Pool>> {
-    let cluster = Cluster::connect(&access(spec, defaults))?;
+    let cluster = cluster(&access(spec, defaults))?;
     Pool::open(&cluster, &spec.pool, spec.namespace.as_deref())
 }
 
