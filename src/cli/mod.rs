@@ -16,7 +16,9 @@ use rbdcp::engine::{self, check_sums, compare, default_jobs, Limits, Options, Re
 use rbdcp::size::human;
 use rbdcp::Location;
 
-use args::{ClusterArgs, Command, CopyArgs, DiffArgs, Format, LimitArgs, VerifyArgs, Workers};
+use args::{
+    ClusterArgs, Command, CopyArgs, DiffArgs, Format, LimitArgs, OutputArgs, VerifyArgs, Workers,
+};
 use report::{CopyJson, ErrorJson, ExtentJson, VerifyJson};
 
 /// A mistake in how rbdcp was called: exit status 2.
@@ -106,16 +108,30 @@ fn throttle(l: &LimitArgs) -> Throttle {
     })
 }
 
-/// One line on standard error after a job shown with a progress bar.
-fn summary(what: &str, r: &Report) {
-    eprintln!(
-        "{what}: {} read, {} written, {} zeroed in {:.1} s ({}/s)",
-        human(r.bytes_read),
-        human(r.bytes_written),
-        human(r.bytes_zero),
-        r.seconds,
-        human(r.bytes_per_second() as u64),
-    );
+/// Ends a job that moved data: its JSON report with `--json`, else one line on standard
+/// error when a progress bar was shown ("copied A to B: ...").
+fn finish_report(
+    out: &OutputArgs,
+    (done, to_word): (&str, &str),
+    from: &Location,
+    to: &Location,
+    r: &Report,
+    verified: Option<bool>,
+) -> Result<()> {
+    let (from, to) = (from.to_string(), to.to_string());
+    if out.json {
+        print_json(&CopyJson::new(&from, &to, r, verified))?;
+    } else if progress::shown(!out.no_progress) {
+        eprintln!(
+            "{done} {from} {to_word} {to}: {} read, {} written, {} zeroed in {:.1} s ({}/s)",
+            human(r.bytes_read),
+            human(r.bytes_written),
+            human(r.bytes_zero),
+            r.seconds,
+            human(r.bytes_per_second() as u64),
+        );
+    }
+    Ok(())
 }
 
 fn jobs(w: &Workers) -> usize {
@@ -175,16 +191,14 @@ fn copy(a: CopyArgs, access: &Access) -> Result<ExitCode> {
         false => None,
     };
     let verified = a.verify.then_some(mismatch.is_none());
-    if a.output.json {
-        print_json(&CopyJson::new(
-            &src_loc.to_string(),
-            &dst_loc.to_string(),
-            &report,
-            verified,
-        ))?;
-    } else if progress::shown(!a.output.no_progress) {
-        summary(&format!("copied {src_loc} to {dst_loc}"), &report);
-    }
+    finish_report(
+        &a.output,
+        ("copied", "to"),
+        &src_loc,
+        &dst_loc,
+        &report,
+        verified,
+    )?;
     match mismatch {
         Some(msg) => Err(Differ(format!("verification failed: {msg} (source {src_loc})")).into()),
         None => Ok(ExitCode::SUCCESS),

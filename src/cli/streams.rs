@@ -10,9 +10,8 @@ use rbdcp::engine::{self, Options, APPLY_JOBS};
 use rbdcp::Location;
 
 use super::args::{ExportDiffArgs, ImportDiffArgs};
-use super::report::CopyJson;
 use super::{
-    interrupt_flag, jobs, location, print_json, progress, source_opts, summary, throttle, Usage,
+    finish_report, interrupt_flag, jobs, location, progress, source_opts, throttle, Usage,
 };
 
 /// A stream location: a path or `-`, never an image.
@@ -68,12 +67,14 @@ pub(super) fn export_diff(a: ExportDiffArgs, access: &Access) -> Result<ExitCode
         bar.as_ref(),
     )
     .with_context(|| format!("exporting {src_loc} to {out_loc}"))?;
-    let (src_name, out_name) = (src_loc.to_string(), out_loc.to_string());
-    if a.output.json {
-        print_json(&CopyJson::new(&src_name, &out_name, &report, None))?;
-    } else if progress::shown(!a.output.no_progress) {
-        summary(&format!("exported {src_name} to {out_name}"), &report);
-    }
+    finish_report(
+        &a.output,
+        ("exported", "to"),
+        &src_loc,
+        &out_loc,
+        &report,
+        None,
+    )?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -112,11 +113,13 @@ pub(super) fn import_diff(a: ImportDiffArgs, access: &Access) -> Result<ExitCode
         bar.as_ref(),
     )
     .with_context(|| format!("importing {in_loc} into {dst_loc} (nothing was snapshotted)"))?;
-    let (in_name, dst_name) = (in_loc.to_string(), dst_loc.to_string());
-    if a.output.json {
-        print_json(&CopyJson::new(&in_name, &dst_name, &report, None))?;
-    } else if progress::shown(!a.output.no_progress) {
-        summary(&format!("imported {in_name} into {dst_name}"), &report);
-    }
+    finish_report(
+        &a.output,
+        ("imported", "into"),
+        &in_loc,
+        &dst_loc,
+        &report,
+        None,
+    )?;
     Ok(ExitCode::SUCCESS)
 }
