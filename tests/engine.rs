@@ -35,6 +35,7 @@ fn opts(jobs: usize, chunk: u64) -> Options {
         preallocate: true,
         cancel: None,
         keep_sums: true,
+        ..Options::default()
     }
 }
 
@@ -54,10 +55,13 @@ proptest! {
         chunk_blocks in 1u64..40,
         jobs in 1usize..9,
         dirty in any::<bool>(),
+        deferred in any::<bool>(),
     ) {
         let size = size_blocks * BLOCK + tail;
         let src = source(size, &blocks);
         let dst = if dirty { MemImage::filled("dst", size + tail, 0xAB) } else { MemImage::new("dst", 0) };
+        // Deferred: the writes land out of order, through the asynchronous path.
+        let dst = if deferred { dst.deferred() } else { dst };
         let report = copy(&src, &dst, &opts(jobs, chunk_blocks * BLOCK), &Throttle::new(Default::default()), &Silent).unwrap();
         prop_assert!(dst.finished());
         prop_assert_eq!(dst.bytes(), src.bytes());
@@ -104,12 +108,22 @@ fn a_source_error_stops_the_copy_and_nothing_is_finished() {
     assert!(!dst.finished());
 }
 
+/// A sink that writes at once, and one that says so later (the asynchronous path).
+fn both(dst: impl Fn() -> MemImage) -> [MemImage; 2] {
+    [dst(), dst().deferred()]
+}
+
 #[test]
 fn a_sink_error_names_the_write_and_its_offset() {
     let src = source(16 * BLOCK, &(0..16).map(|b| (b, 1)).collect::<Vec<_>>());
-    let dst = MemImage::new("dst", 0).failing_at(9 * BLOCK);
+    for dst in both(|| MemImage::new("dst", 0).failing_at(9 * BLOCK)) {
+        sink_error(&src, dst);
+    }
+}
+
+fn sink_error(src: &MemImage, dst: MemImage) {
     let err = copy(
-        &src,
+        src,
         &dst,
         &opts(2, BLOCK),
         &Throttle::new(Default::default()),
@@ -146,10 +160,15 @@ impl Progress for Record {
 fn progress_covers_the_plan_and_the_watermark_reaches_the_end() {
     let size = 300 * BLOCK;
     let src = source(size, &[(3, 1), (100, 1), (101, 1), (250, 2)]);
-    let dst = MemImage::filled("dst", size, 0xCD);
+    for dst in both(|| MemImage::filled("dst", size, 0xCD)) {
+        progress_covers(&src, dst, size);
+    }
+}
+
+fn progress_covers(src: &MemImage, dst: MemImage, size: u64) {
     let rec = Record::default();
     let report = copy(
-        &src,
+        src,
         &dst,
         &opts(8, 8 * BLOCK),
         &Throttle::new(Default::default()),
@@ -184,8 +203,13 @@ fn chunks_follow_the_object_size() {
 
 #[test]
 fn apply_writes_every_piece_and_resizes() {
+    for dst in both(|| MemImage::filled("dst", 40 * BLOCK, 0xEE)) {
+        apply_every_piece(dst);
+    }
+}
+
+fn apply_every_piece(dst: MemImage) {
     use rbdcp::engine::{apply, Chunk, Piece};
-    let dst = MemImage::filled("dst", 40 * BLOCK, 0xEE);
     let data = util::noise(4, 3 * BLOCK as usize);
     let pieces = vec![
         Ok(Piece {
@@ -232,8 +256,13 @@ fn apply_writes_every_piece_and_resizes() {
 
 #[test]
 fn apply_stops_at_a_bad_piece_and_does_not_finish() {
+    for dst in both(|| MemImage::new("dst", 0)) {
+        apply_stops(dst);
+    }
+}
+
+fn apply_stops(dst: MemImage) {
     use rbdcp::engine::{apply, Chunk, Piece};
-    let dst = MemImage::new("dst", 0);
     let pieces = (0..100u64).map(|i| match i {
         60 => Err(Error::Unsupported("bad record".into())),
         i => Ok(Piece {

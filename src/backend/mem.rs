@@ -6,7 +6,7 @@ use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::RwLock;
 
-use crate::engine::{Extent, ImageSink, ImageSource};
+use crate::engine::{Block, Done, Extent, ImageSink, ImageSource};
 use crate::error::{Error, Result};
 
 /// The allocation unit of a [`MemImage`].
@@ -20,6 +20,7 @@ pub struct MemImage {
     zeroed: bool,
     object_size: Option<u64>,
     fail_at: Option<u64>,
+    deferred: bool,
     finished: AtomicBool,
 }
 
@@ -43,6 +44,7 @@ impl MemImage {
             zeroed: true,
             object_size: None,
             fail_at: None,
+            deferred: false,
             finished: AtomicBool::new(false),
         }
     }
@@ -65,6 +67,23 @@ impl MemImage {
     pub fn failing_at(mut self, offset: u64) -> Self {
         self.fail_at = Some(offset);
         self
+    }
+
+    /// The same image as an asynchronous sink: each write lands at once, but says so later,
+    /// from another thread, so completions come back out of order as librbd's do.
+    pub fn deferred(mut self) -> Self {
+        self.deferred = true;
+        self
+    }
+
+    /// Calls `done` with `result` later, from another thread, then drops `data`.
+    fn later<D: Send + 'static>(offset: u64, result: Result<()>, data: D, done: Done) {
+        std::thread::spawn(move || {
+            // Some later writes overtake earlier ones.
+            std::thread::sleep(std::time::Duration::from_micros(offset % 7 * 50));
+            done(result);
+            drop(data);
+        });
     }
 
     /// Writes `data` at `offset` outside any job, allocating the blocks it touches.
@@ -182,6 +201,19 @@ impl ImageSink for MemImage {
         s.blocks
             .retain(|&b| !(b * BLOCK >= offset && ((b + 1) * BLOCK).min(size) <= end));
         Ok(())
+    }
+
+    fn asynchronous(&self) -> bool {
+        self.deferred
+    }
+
+    fn write_async(&self, offset: u64, data: Block, done: Done) {
+        let result = self.write_at(offset, &data);
+        MemImage::later(offset, result, data, done);
+    }
+
+    fn zero_async(&self, offset: u64, len: u64, done: Done) {
+        MemImage::later(offset, self.write_zeroes(offset, len), (), done);
     }
 
     fn flush(&self) -> Result<()> {

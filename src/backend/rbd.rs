@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, Weak};
 use librbd_sys as sys;
 
 use super::{SinkOptions, SourceOptions};
-use crate::engine::{Extent, ImageSink, ImageSource, Layout};
+use crate::engine::{Block, Done, Extent, ImageSink, ImageSource, Layout};
 use crate::error::{Error, Result};
 use crate::location::RbdSpec;
 use crate::rbd::{Access, Cluster, CreateOptions, Image, Pool, Stat};
@@ -303,6 +303,24 @@ impl ImageSink for RbdSink {
             return Ok(());
         }
         self.image().write_zeroes(offset, len)
+    }
+
+    fn asynchronous(&self) -> bool {
+        true
+    }
+
+    fn write_async(&self, offset: u64, data: Block, done: Done) {
+        self.image().write_async(offset, data, move |result, data| {
+            done(result);
+            drop(data);
+        });
+    }
+
+    fn zero_async(&self, offset: u64, len: u64, done: Done) {
+        if self.zeroed() {
+            return done(Ok(()));
+        }
+        self.image().zero_async(offset, len, done);
     }
 
     fn flush(&self) -> Result<()> {

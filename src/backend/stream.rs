@@ -5,12 +5,12 @@ use std::fs::{File, Permissions};
 use std::io::{self, BufWriter, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use tempfile::TempPath;
 
 use super::sidecar::Sidecar;
-use crate::engine::{Chunk, ImageSink, Piece};
+use crate::engine::{Buffers, Chunk, ImageSink, Piece};
 use crate::error::{Error, Result};
 use crate::location::Location;
 use crate::stream::{Header, Reader, Record, Writer};
@@ -250,6 +250,7 @@ pub struct Pieces<R> {
     /// The sidecar's records and how many were matched.
     sums: Option<(Sidecar, usize)>,
     name: String,
+    buffers: Option<Arc<Buffers>>,
 }
 
 /// Opens the stream at `loc` (`-` or a path) and reads its header.
@@ -281,11 +282,19 @@ pub fn open_stream(
             first,
             sums: sums.map(|s| (s, 0)),
             name,
+            buffers: None,
         },
     ))
 }
 
 impl<R: Read> Pieces<R> {
+    /// The same pieces, read into buffers taken from `buffers` (where the engine gives
+    /// them back once written).
+    pub fn reuse(mut self, buffers: Arc<Buffers>) -> Self {
+        self.buffers = Some(buffers);
+        self
+    }
+
     fn piece(&mut self, record: Record) -> Result<Piece> {
         let at = self.reader.record_offset();
         match record {
@@ -306,7 +315,11 @@ impl<R: Read> Pieces<R> {
                         &found,
                     ));
                 }
-                let data = self.reader.data_vec()?;
+                let mut data = match &self.buffers {
+                    Some(b) => b.take(len as usize),
+                    None => Vec::new(),
+                };
+                self.reader.data_into(&mut data)?;
                 self.check(at, offset, &data)?;
                 Ok(Piece {
                     chunk: Chunk {

@@ -180,6 +180,7 @@ fn copy(a: CopyArgs, access: &Access) -> Result<ExitCode> {
         preallocate: !a.no_preallocate,
         cancel: Some(interrupt_flag()),
         keep_sums: a.verify,
+        ..Options::default()
     };
     let throttle = throttle(&a.limits);
     let bar = progress::pick(!a.output.no_progress, "copy");

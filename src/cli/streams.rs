@@ -1,12 +1,13 @@
 //! `rbdcp export-diff` and `rbdcp import-diff`: `rbd export-diff` v1 streams.
 
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use rbdcp::backend::sidecar::Sidecar;
 use rbdcp::backend::stream::{open_stream, StreamSink};
 use rbdcp::backend::{open_sink, open_source, Access, SinkOptions, SourceOptions};
-use rbdcp::engine::{self, Options, APPLY_JOBS};
+use rbdcp::engine::{self, Buffers, Options, APPLY_JOBS};
 use rbdcp::Location;
 
 use super::args::{ExportDiffArgs, ImportDiffArgs};
@@ -57,6 +58,7 @@ pub(super) fn export_diff(a: ExportDiffArgs, access: &Access) -> Result<ExitCode
         preallocate: false,
         cancel: Some(interrupt_flag()),
         keep_sums: false,
+        ..Options::default()
     };
     let bar = progress::pick(!a.output.no_progress, "export-diff");
     let report = engine::copy(
@@ -98,9 +100,12 @@ pub(super) fn import_diff(a: ImportDiffArgs, access: &Access) -> Result<ExitCode
         ..SinkOptions::default()
     };
     let dst = open_sink(&dst_loc, &sink_opts)?;
+    let buffers = Arc::new(Buffers::default());
+    let pieces = pieces.reuse(Arc::clone(&buffers));
     let opts = Options {
         jobs: a.jobs.map_or(APPLY_JOBS, usize::from),
         cancel: Some(interrupt_flag()),
+        buffers,
         ..Options::default()
     };
     let bar = progress::pick(!a.output.no_progress, "import-diff");

@@ -6,12 +6,13 @@ use std::sync::{Condvar, Mutex};
 use std::time::Instant;
 
 use super::copy::{write_runs, Counts, Options, Report};
+use super::flight::{submit, Flight};
 use super::plan::Chunk;
 use super::progress::Progress;
 use super::run::{run, Task};
 use super::throttle::{Pace, Throttle};
 use super::ImageSink;
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// A range to apply: its bytes, or `None` to make it read as zeroes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,7 +35,7 @@ pub const APPLY_IN_FLIGHT: u64 = 64 << 20;
 /// The workers [`apply`] uses by default: pieces are often small (a diff's records average a
 /// few hundred KiB), so many must be in flight to cover a distant destination's round
 /// trips; [`APPLY_IN_FLIGHT`] bounds their memory.
-pub const APPLY_JOBS: usize = 128;
+pub const APPLY_JOBS: usize = 256;
 
 /// Counts the bytes of pieces in memory; taking more than the budget waits.
 struct Budget {
@@ -79,6 +80,80 @@ where
     dst.resize(size)?;
     progress.start(0);
     let counts = Counts::default();
+    let result = if dst.asynchronous() {
+        apply_async(pieces, size, dst, opts, throttle, progress, &counts)
+    } else {
+        apply_blocking(pieces, size, dst, opts, throttle, progress, &counts)
+    }
+    .and_then(|()| dst.finish());
+    progress.finish();
+    result?;
+    let records = counts.chunks.load(Ordering::Relaxed);
+    Ok(counts.report(size, records, started))
+}
+
+/// Applies pieces from this thread alone, keeping up to `opts.jobs` of them (and
+/// [`APPLY_IN_FLIGHT`] bytes) in flight on an asynchronous sink.
+fn apply_async<I, C>(
+    pieces: I,
+    size: u64,
+    dst: &dyn ImageSink,
+    opts: &Options,
+    throttle: &Throttle<C>,
+    progress: &dyn Progress,
+    counts: &Counts,
+) -> Result<()>
+where
+    I: Iterator<Item = Result<Piece>>,
+    C: Pace,
+{
+    let flight = Flight::new(APPLY_IN_FLIGHT, opts.jobs, &opts.buffers);
+    let cancel = opts.cancel.as_deref();
+    let mut result = Ok(());
+    for piece in pieces {
+        if cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
+            result = Err(Error::Interrupted);
+            break;
+        }
+        let piece = match piece {
+            Ok(piece) => piece,
+            Err(e) => {
+                result = Err(e);
+                break;
+            }
+        };
+        let c = piece.chunk;
+        if flight.begin(&c).is_err() {
+            break; // A write failed: `wait` returns its error.
+        }
+        counts.chunks.fetch_add(1, Ordering::Relaxed);
+        throttle.take(if c.data { c.len } else { 0 });
+        let data = piece.data.unwrap_or_default();
+        counts.read.fetch_add(data.len() as u64, Ordering::Relaxed);
+        submit(dst, flight.ticket(c, data), counts);
+        flight.report(progress);
+    }
+    if result.is_ok() {
+        flight.drained(size);
+    }
+    let landed = flight.wait(progress);
+    result.and(landed)
+}
+
+/// Applies pieces on a pool of `opts.jobs` workers, one blocking write each.
+fn apply_blocking<I, C>(
+    pieces: I,
+    size: u64,
+    dst: &dyn ImageSink,
+    opts: &Options,
+    throttle: &Throttle<C>,
+    progress: &dyn Progress,
+    counts: &Counts,
+) -> Result<()>
+where
+    I: Iterator<Item = Result<Piece>> + Send,
+    C: Pace,
+{
     let cancel = opts.cancel.as_deref();
     let budget = Budget {
         used: Mutex::new(0),
@@ -91,7 +166,7 @@ where
             budget.take(p.chunk.len);
         }
     });
-    let result = run(
+    run(
         opts.jobs,
         size,
         pieces,
@@ -105,7 +180,7 @@ where
             match piece.data {
                 Some(data) => {
                     counts.read.fetch_add(c.len, Ordering::Relaxed);
-                    write_runs(dst, c.offset, &data, &counts)
+                    write_runs(dst, c.offset, &data, counts)
                 }
                 None => {
                     counts.zero.fetch_add(c.len, Ordering::Relaxed);
@@ -114,11 +189,6 @@ where
             }
         },
     )
-    .and_then(|()| dst.finish());
-    progress.finish();
-    result?;
-    let records = counts.chunks.load(Ordering::Relaxed);
-    Ok(counts.report(size, records, started))
 }
 
 /// Gives a piece's bytes back to the budget when the worker is done with it, error or not.

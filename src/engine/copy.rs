@@ -5,12 +5,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use super::flight::{submit, Buffers, Flight};
 use super::plan::{chunk_size, sparse_runs, Chunk, Plan, SPARSE_BLOCK, SPARSE_GAP};
-use super::progress::Progress;
+use super::progress::{Progress, Silent};
 use super::run::{run, Lane};
 use super::throttle::{Pace, Throttle};
 use super::{ImageSink, ImageSource};
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// How to run a copy.
 #[derive(Debug, Clone)]
@@ -27,6 +28,8 @@ pub struct Options {
     /// Keep every chunk's crc32 in [`Report::sums`], for verifying the copy afterwards. Off,
     /// memory does not grow with the image size.
     pub keep_sums: bool,
+    /// Where buffers of written chunks go for reuse (shared with a stream's reader).
+    pub buffers: Arc<Buffers>,
 }
 
 impl Default for Options {
@@ -37,6 +40,7 @@ impl Default for Options {
             preallocate: true,
             cancel: None,
             keep_sums: false,
+            buffers: Arc::default(),
         }
     }
 }
@@ -126,14 +130,18 @@ pub fn copy<C: Pace>(
         ..Counts::default()
     };
     let cancel = opts.cancel.as_deref();
-    let result = run(
-        opts.jobs,
-        size,
-        plan.chunks().map(Ok),
-        cancel,
-        progress,
-        |c, buf, lane| copy_chunk(src, dst, throttle, &c, buf, lane, &counts),
-    )
+    let result = if dst.asynchronous() && !dst.ordered() {
+        copy_async(src, dst, opts, &plan, chunk, throttle, progress, &counts)
+    } else {
+        run(
+            opts.jobs,
+            size,
+            plan.chunks().map(Ok),
+            cancel,
+            progress,
+            |c, buf, lane| copy_chunk(src, dst, throttle, &c, buf, lane, &counts),
+        )
+    }
     .and_then(|()| dst.finish());
     progress.finish();
     result?;
@@ -173,6 +181,63 @@ impl Counts {
             sums,
         }
     }
+}
+
+/// Copies to an asynchronous sink: `opts.jobs` workers read chunks and start their writes
+/// without waiting for them, so reads and writes overlap. Up to twice `opts.jobs` chunks
+/// are in flight, read or written.
+#[allow(clippy::too_many_arguments)]
+fn copy_async<C: Pace>(
+    src: &dyn ImageSource,
+    dst: &dyn ImageSink,
+    opts: &Options,
+    plan: &Plan,
+    chunk: u64,
+    throttle: &Throttle<C>,
+    progress: &dyn Progress,
+    counts: &Counts,
+) -> Result<()> {
+    let depth = 2 * opts.jobs.max(1);
+    let flight = Flight::new(depth as u64 * chunk, depth, &opts.buffers);
+    // Chunks enter the window as they are handed out, so in offset order.
+    let chunks = plan.chunks().map(|c| flight.begin(&c).map(|()| c));
+    let ran = run(
+        opts.jobs,
+        src.size(),
+        chunks,
+        opts.cancel.as_deref(),
+        &Silent,
+        |c: Chunk, _, _| {
+            counts.chunks.fetch_add(1, Ordering::Relaxed);
+            let mut buf = Vec::new();
+            if c.data {
+                buf = flight.buffer(c.len as usize);
+                throttle.take(c.len);
+                if let Err(e) = src.read_at(c.offset, &mut buf) {
+                    // The window's error is the job's; this stops the workers.
+                    flight.fail(e);
+                    return Err(Error::Interrupted);
+                }
+                counts.read.fetch_add(c.len, Ordering::Relaxed);
+            } else {
+                throttle.take(0);
+            }
+            counts.keep(Sum {
+                offset: c.offset,
+                len: c.len,
+                crc: c.data.then(|| crc32fast::hash(&buf)),
+            });
+            submit(dst, flight.ticket(c, buf), counts);
+            flight.report(progress);
+            Ok(())
+        },
+    );
+    if ran.is_ok() {
+        flight.drained(src.size());
+    }
+    // Every write must have called back before the sink may be finished or dropped.
+    let landed = flight.wait(progress);
+    landed.and(ran)
 }
 
 fn copy_chunk<C: Pace>(

@@ -3,6 +3,7 @@
 
 mod apply;
 mod copy;
+mod flight;
 mod plan;
 mod progress;
 mod run;
@@ -11,6 +12,7 @@ mod verify;
 
 pub use apply::{apply, Piece, APPLY_IN_FLIGHT, APPLY_JOBS};
 pub use copy::{copy, default_jobs, Options, Report, Sum, DEFAULT_CHUNK, DEFAULT_IN_FLIGHT};
+pub use flight::{Block, Buffers, Done};
 pub use plan::{chunk_size, is_zero, sparse_runs, Chunk, Plan, SPARSE_BLOCK, SPARSE_GAP};
 pub use progress::{Progress, Silent};
 pub use run::Tracker;
@@ -136,6 +138,24 @@ pub trait ImageSink: Send + Sync {
 
     /// Makes `len` bytes at `offset` read as zeroes, as a hole where the backend can.
     fn write_zeroes(&self, offset: u64, len: u64) -> Result<()>;
+
+    /// `true` when [`ImageSink::write_async`] returns before the write lands, so that a few
+    /// threads keep many writes in flight.
+    fn asynchronous(&self) -> bool {
+        false
+    }
+
+    /// Starts writing `data` at `offset`; calls `done` with the result once it has landed,
+    /// on any thread, and only then drops `data`. The default writes at once.
+    fn write_async(&self, offset: u64, data: Block, done: Done) {
+        done(self.write_at(offset, &data));
+    }
+
+    /// Starts making `len` bytes at `offset` read as zeroes; calls `done` as
+    /// [`ImageSink::write_async`] does. The default zeroes at once.
+    fn zero_async(&self, offset: u64, len: u64, done: Done) {
+        done(self.write_zeroes(offset, len));
+    }
 
     /// Makes everything written so far durable.
     fn flush(&self) -> Result<()>;

@@ -280,6 +280,82 @@ impl Image {
         check(ret.into(), "rbd_discard", &self.name).map(drop)
     }
 
+    /// Starts writing `data` at `offset` and returns at once; `done` gets the result and
+    /// `data` back, on a librbd thread, once the write has landed. With zero-copy writes on
+    /// (see [`super::Cluster`]) librbd sends `data` itself, without copying it, so
+    /// a few threads keep many writes in flight.
+    pub fn write_async<B, F>(&self, offset: u64, data: B, done: F)
+    where
+        B: AsRef<[u8]> + Send + 'static,
+        F: FnOnce(Result<()>, B) + Send + 'static,
+    {
+        let len = data.as_ref().len();
+        let request = Box::new(Request {
+            op: "write",
+            image: self.name.clone(),
+            offset,
+            data,
+            done,
+        });
+        let ptr = request.data.as_ref().as_ptr();
+        self.start(request, |c| {
+            // SAFETY: the handle is open; ptr points into the request's data, which the
+            // completion owns and frees only after librbd calls back, when librbd holds
+            // no reference to it any more (UserBufferDeleter delays the callback until then).
+            unsafe { sys::rbd_aio_write2(self.handle, offset, len, ptr.cast(), c, WRITE_FLAGS) }
+        });
+    }
+
+    /// Starts zeroing `len` bytes at `offset`; `done` gets the result, as for
+    /// [`Image::write_async`].
+    pub fn zero_async<F>(&self, offset: u64, len: u64, done: F)
+    where
+        F: FnOnce(Result<()>) + Send + 'static,
+    {
+        let len = usize::try_from(len).expect("chunks fit in memory");
+        let request = Box::new(Request {
+            op: "write zeroes",
+            image: self.name.clone(),
+            offset,
+            data: (),
+            done: move |r, ()| done(r),
+        });
+        self.start(request, |c| {
+            // SAFETY: the handle is open; no buffer is passed.
+            unsafe { sys::rbd_aio_write_zeroes(self.handle, offset, len, c, 0, WRITE_FLAGS) }
+        });
+    }
+
+    /// Gives `request` to a new completion and submits it with `submit`; if either fails,
+    /// `done` is called here with the error.
+    fn start<B, F>(
+        &self,
+        request: Box<Request<B, F>>,
+        submit: impl FnOnce(sys::rbd_completion_t) -> c_int,
+    ) where
+        B: Send + 'static,
+        F: FnOnce(Result<()>, B) + Send + 'static,
+    {
+        let arg = Box::into_raw(request);
+        let mut c = ptr::null_mut();
+        // SAFETY: c is a valid out-pointer; the callback is a plain fn that never unwinds
+        // into C; arg stays valid until the callback takes it back.
+        let mut ret =
+            unsafe { sys::rbd_aio_create_completion(arg.cast(), Some(completed::<B, F>), &mut c) };
+        if ret == 0 {
+            ret = submit(c);
+            if ret < 0 {
+                // SAFETY: the submission failed, so librbd never calls back on c.
+                unsafe { sys::rbd_aio_release(c) };
+            }
+        }
+        if ret < 0 {
+            // SAFETY: no callback will run for this request, so this is its only owner.
+            let request = unsafe { Box::from_raw(arg) };
+            request.finish(ret.into());
+        }
+    }
+
     fn done(&self, ret: i64, op: &'static str, offset: u64, len: usize) -> Result<()> {
         match ret {
             r if r < 0 => Err(Error::io(op, &self.name, offset, errno(r))),
@@ -404,6 +480,44 @@ impl Image {
             panic::resume_unwind(payload);
         }
         check(ret.into(), "rbd_diff_iterate2", &self.name).map(drop)
+    }
+}
+
+/// An asynchronous request: what to report and what to hand back when librbd calls back.
+struct Request<B, F> {
+    op: &'static str,
+    image: String,
+    offset: u64,
+    data: B,
+    done: F,
+}
+
+impl<B, F: FnOnce(Result<()>, B)> Request<B, F> {
+    /// Calls `done` with the outcome of a request that returned `ret`.
+    fn finish(self, ret: i64) {
+        let result = match ret {
+            r if r < 0 => Err(Error::io(self.op, &self.image, self.offset, errno(r))),
+            _ => Ok(()),
+        };
+        (self.done)(result, self.data);
+    }
+}
+
+/// librbd's completion callback for a [`Request`]: takes it back and finishes it.
+extern "C" fn completed<B, F>(c: sys::rbd_completion_t, arg: *mut c_void)
+where
+    F: FnOnce(Result<()>, B),
+{
+    // SAFETY: c is the completion librbd is completing; its return value is ready.
+    let ret = unsafe { sys::rbd_aio_get_return_value(c) };
+    // SAFETY: c is released once, here, after its result was read (as `rbd bench` does).
+    unsafe { sys::rbd_aio_release(c) };
+    // SAFETY: arg is the Box<Request> given to rbd_aio_create_completion; librbd calls back
+    // exactly once, so this is its only owner.
+    let request = unsafe { Box::from_raw(arg.cast::<Request<B, F>>()) };
+    // A panic must not unwind into librbd's thread; abort rather than lose a completion.
+    if panic::catch_unwind(AssertUnwindSafe(|| request.finish(ret as i64))).is_err() {
+        std::process::abort();
     }
 }
 

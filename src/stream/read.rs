@@ -131,12 +131,21 @@ impl<R: Read> Reader<R> {
     /// Reads all of the current `w` record's data into a new buffer, without first filling
     /// it with zeroes (a copy's worth of memory traffic saved per record).
     pub fn data_vec(&mut self) -> Result<Vec<u8>> {
+        let mut buf = Vec::new();
+        self.data_into(&mut buf)?;
+        Ok(buf)
+    }
+
+    /// Reads the current `w` record's data into `buf`, replacing what it held (its spare
+    /// capacity is reused).
+    pub fn data_into(&mut self, buf: &mut Vec<u8>) -> Result<()> {
         let len = self.left;
+        buf.clear();
         // The length comes from the stream: reserve at most 64 MiB up front, grow as data comes.
-        let mut buf = Vec::with_capacity(len.min(64 << 20) as usize);
+        buf.reserve(len.min(64 << 20) as usize);
         let got = (&mut self.inner)
             .take(len)
-            .read_to_end(&mut buf)
+            .read_to_end(buf)
             .map_err(|e| Error::io("read", &self.name, self.pos, e))?;
         self.pos += got as u64;
         self.left -= got as u64;
@@ -147,7 +156,7 @@ impl<R: Read> Reader<R> {
                 "the end of the input (truncated stream)",
             ));
         }
-        Ok(buf)
+        Ok(())
     }
 
     fn record(&mut self, t: u8, at: u64) -> Result<Option<Record>> {

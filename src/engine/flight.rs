@@ -1,0 +1,336 @@
+//! Writes in flight on an asynchronous sink: a bounded window of chunks whose writes were
+//! started and have not all landed. They land in any order; the window keeps the low
+//! watermark, the first error and the buffers to reuse.
+
+use std::ops::{Deref, Range};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+
+use super::copy::Counts;
+use super::plan::{sparse_runs, Chunk, SPARSE_BLOCK, SPARSE_GAP};
+use super::progress::Progress;
+use super::run::Tracker;
+use super::ImageSink;
+use crate::error::{Error, Result};
+
+/// Called once with the outcome of an asynchronous write.
+pub type Done = Box<dyn FnOnce(Result<()>) + Send>;
+
+/// Bytes of spare buffers [`Buffers`] keeps at most.
+const SPARE_BYTES: usize = 128 << 20;
+
+/// Spare byte buffers: given back when a write lands, taken for the next read. Big buffers
+/// freed and allocated afresh cost more than the copy itself: the allocator hands them back
+/// to the kernel, which then faults in and clears new pages for every chunk.
+#[derive(Debug, Default)]
+pub struct Buffers {
+    spare: Mutex<Vec<Vec<u8>>>,
+}
+
+impl Buffers {
+    /// An empty buffer with room for `len` bytes (up to 64 MiB: a length read from a
+    /// stream may be wrong), the smallest spare one that fits, else a new one rounded up to
+    /// a power of two so that it fits later requests too.
+    pub fn take(&self, len: usize) -> Vec<u8> {
+        let len = len.min(64 << 20);
+        let mut spare = self.spare.lock().unwrap();
+        let fit = (0..spare.len())
+            .filter(|&i| spare[i].capacity() >= len)
+            .min_by_key(|&i| spare[i].capacity());
+        match fit {
+            Some(i) => {
+                let mut buf = spare.swap_remove(i);
+                buf.clear();
+                buf
+            }
+            None => Vec::with_capacity(len.next_power_of_two()),
+        }
+    }
+
+    /// Keeps `buf` for reuse, unless enough is kept already.
+    pub fn give(&self, buf: Vec<u8>) {
+        let mut spare = self.spare.lock().unwrap();
+        let kept: usize = spare.iter().map(Vec::capacity).sum();
+        if buf.capacity() > 0 && kept + buf.capacity() <= SPARE_BYTES {
+            spare.push(buf);
+        }
+    }
+}
+
+/// The window: chunks begun (being read, or being written) and not yet complete.
+pub(crate) struct Flight {
+    state: Mutex<State>,
+    changed: Condvar,
+    max_bytes: u64,
+    max_chunks: usize,
+    buffers: Arc<Buffers>,
+}
+
+struct State {
+    tracker: Tracker,
+    /// Data bytes of the chunks begun and not complete.
+    bytes: u64,
+    /// Chunks begun and not complete.
+    chunks: usize,
+    /// Tickets alive: requests a sink may still call back on.
+    tickets: usize,
+    /// Bytes completed since progress was last told.
+    news: u64,
+    /// Threads waiting for room or for the last request.
+    waiting: usize,
+    error: Option<Error>,
+}
+
+impl Flight {
+    /// A window of at most `max_chunks` chunks and `max_bytes` data bytes (a chunk bigger
+    /// than that still goes, alone). Completed chunks give their buffers to `buffers`.
+    pub(crate) fn new(max_bytes: u64, max_chunks: usize, buffers: &Arc<Buffers>) -> Arc<Flight> {
+        Arc::new(Flight {
+            state: Mutex::new(State {
+                tracker: Tracker::new(0),
+                bytes: 0,
+                chunks: 0,
+                tickets: 0,
+                news: 0,
+                waiting: 0,
+                error: None,
+            }),
+            changed: Condvar::new(),
+            max_bytes,
+            max_chunks: max_chunks.max(1),
+            buffers: Arc::clone(buffers),
+        })
+    }
+
+    /// Waits until `chunk` fits in the window and enters it. Chunks must begin in offset
+    /// order. Fails at once if the job failed.
+    pub(crate) fn begin(&self, chunk: &Chunk) -> Result<()> {
+        let len = if chunk.data { chunk.len } else { 0 };
+        let mut s = self.state.lock().unwrap();
+        loop {
+            if s.error.is_some() {
+                return Err(Error::Interrupted);
+            }
+            let full =
+                s.chunks >= self.max_chunks || (s.bytes > 0 && s.bytes + len > self.max_bytes);
+            if !full {
+                break;
+            }
+            s.waiting += 1;
+            s = self.changed.wait(s).unwrap();
+            s.waiting -= 1;
+        }
+        s.tracker.start(chunk);
+        s.bytes += len;
+        s.chunks += 1;
+        Ok(())
+    }
+
+    /// Records that no chunk is left, in an image of `size` bytes.
+    pub(crate) fn drained(&self, size: u64) {
+        self.state.lock().unwrap().tracker.drained(size);
+    }
+
+    /// A buffer of `len` bytes (contents unspecified), reused where one is spare.
+    pub(crate) fn buffer(&self, len: usize) -> Vec<u8> {
+        let mut buf = self.buffers.take(len);
+        buf.resize(len, 0);
+        buf
+    }
+
+    /// The ticket of a begun chunk whose bytes (empty for a zero chunk) are `buf`.
+    pub(crate) fn ticket(self: &Arc<Self>, chunk: Chunk, buf: Vec<u8>) -> Arc<Ticket> {
+        self.state.lock().unwrap().tickets += 1;
+        Arc::new(Ticket {
+            flight: Arc::clone(self),
+            chunk,
+            buf,
+            failed: AtomicBool::new(false),
+        })
+    }
+
+    /// Fails the job with `e` (the first error wins) and wakes everyone waiting.
+    pub(crate) fn fail(&self, e: Error) {
+        self.state.lock().unwrap().error.get_or_insert(e);
+        self.changed.notify_all();
+    }
+
+    /// Tells `progress` what completed since last time.
+    pub(crate) fn report(&self, progress: &dyn Progress) {
+        let (news, mark) = {
+            let mut s = self.state.lock().unwrap();
+            (std::mem::take(&mut s.news), s.tracker.watermark())
+        };
+        if news > 0 {
+            progress.advance(news);
+            progress.mark(mark);
+        }
+    }
+
+    /// Waits until no request is in flight, tells `progress` the rest, and returns the
+    /// first error, if any.
+    pub(crate) fn wait(&self, progress: &dyn Progress) -> Result<()> {
+        let mut s = self.state.lock().unwrap();
+        while s.tickets > 0 {
+            s.waiting += 1;
+            s = self.changed.wait(s).unwrap();
+            s.waiting -= 1;
+        }
+        let error = s.error.take();
+        drop(s);
+        self.report(progress);
+        error.map_or(Ok(()), Err)
+    }
+
+    fn complete(&self, ticket: &mut Ticket) {
+        let c = ticket.chunk;
+        let mut s = self.state.lock().unwrap();
+        s.tickets -= 1;
+        s.chunks -= 1;
+        s.bytes -= if c.data { c.len } else { 0 };
+        if !ticket.failed.load(Ordering::Relaxed) {
+            // A failed chunk stays below the watermark: it was not written.
+            s.tracker.done(&c);
+            s.news += c.len;
+        }
+        // Wake a waiting submitter only once a quarter of the window is free, so that it
+        // starts requests in batches instead of one per completion (each wake-up is a
+        // context switch).
+        let wake = s.waiting > 0
+            && (s.tickets == 0
+                || (s.chunks <= self.max_chunks * 3 / 4 && s.bytes <= self.max_bytes / 4 * 3));
+        drop(s);
+        if wake {
+            self.changed.notify_all();
+        }
+        self.buffers.give(std::mem::take(&mut ticket.buf));
+    }
+}
+
+/// A chunk in the window with its bytes. It completes (leaves the window) when the last
+/// reference goes: when every request started for it has called back.
+pub struct Ticket {
+    flight: Arc<Flight>,
+    chunk: Chunk,
+    buf: Vec<u8>,
+    failed: AtomicBool,
+}
+
+impl Ticket {
+    /// The chunk's bytes from `range`, to hand to a sink.
+    fn block(self: &Arc<Self>, range: Range<usize>) -> Block {
+        Block {
+            ticket: Arc::clone(self),
+            range,
+        }
+    }
+
+    /// What a request for this chunk calls when it is done: an error fails the chunk and
+    /// the job.
+    fn done(self: &Arc<Self>) -> Done {
+        let ticket = Arc::clone(self);
+        Box::new(move |result| {
+            if let Err(e) = result {
+                ticket.failed.store(true, Ordering::Relaxed);
+                ticket.flight.fail(e);
+            }
+        })
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        let flight = Arc::clone(&self.flight);
+        flight.complete(self);
+    }
+}
+
+/// Bytes of one chunk on their way to a sink, held until the write has landed.
+pub struct Block {
+    ticket: Arc<Ticket>,
+    range: Range<usize>,
+}
+
+impl Deref for Block {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        &self.ticket.buf[self.range.clone()]
+    }
+}
+
+impl AsRef<[u8]> for Block {
+    fn as_ref(&self) -> &[u8] {
+        self
+    }
+}
+
+/// Starts writing a ticket's chunk to `dst`: its data runs as writes, its long zero runs
+/// (or the whole chunk, when it has no bytes) as zeroing. The ticket completes when all
+/// of them have landed.
+pub(crate) fn submit(dst: &dyn ImageSink, ticket: Arc<Ticket>, counts: &Counts) {
+    let c = ticket.chunk;
+    if ticket.buf.is_empty() {
+        counts.zero.fetch_add(c.len, Ordering::Relaxed);
+        dst.zero_async(c.offset, c.len, ticket.done());
+        return;
+    }
+    for (start, end, data) in sparse_runs(&ticket.buf, SPARSE_BLOCK, SPARSE_GAP) {
+        let (at, len) = (c.offset + start as u64, (end - start) as u64);
+        if data {
+            counts.written.fetch_add(len, Ordering::Relaxed);
+            dst.write_async(at, ticket.block(start..end), ticket.done());
+        } else {
+            counts.zero.fetch_add(len, Ordering::Relaxed);
+            dst.zero_async(at, len, ticket.done());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::Silent;
+
+    fn chunk(offset: u64, len: u64) -> Chunk {
+        Chunk {
+            offset,
+            len,
+            data: true,
+        }
+    }
+
+    #[test]
+    fn the_window_holds_back_what_does_not_fit() {
+        let flight = Flight::new(10, 8, &Arc::default());
+        flight.begin(&chunk(0, 6)).unwrap();
+        let first = flight.ticket(chunk(0, 6), vec![1; 6]);
+        let entered = AtomicBool::new(false);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                flight.begin(&chunk(6, 6)).unwrap();
+                entered.store(true, Ordering::SeqCst);
+            });
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            assert!(!entered.load(Ordering::SeqCst), "6 + 6 bytes went past 10");
+            drop(first);
+        });
+        assert!(entered.load(Ordering::SeqCst));
+    }
+
+    #[test]
+    fn a_failed_chunk_stays_below_the_watermark() {
+        let flight = Flight::new(100, 8, &Arc::default());
+        let (a, b) = (chunk(0, 10), chunk(10, 10));
+        flight.begin(&a).unwrap();
+        flight.begin(&b).unwrap();
+        flight.drained(20);
+        let (ta, tb) = (flight.ticket(a, vec![1; 10]), flight.ticket(b, vec![2; 10]));
+        (tb.done())(Ok(()));
+        (ta.done())(Err(Error::Unsupported("lost".into())));
+        drop((ta, tb));
+        assert_eq!(flight.state.lock().unwrap().tracker.watermark(), 0);
+        let err = flight.wait(&Silent).unwrap_err();
+        assert_eq!(err.to_string(), "lost");
+    }
+}
