@@ -53,6 +53,7 @@ process, timing and rbd helpers come from bench/rbd.py.
 import datetime
 import hashlib
 import importlib.util
+import json
 import os
 import random
 import re
@@ -286,6 +287,7 @@ class Scenario:
         self.key, self.title, self.tools = key, title, tools
         self.runs = {t.name: [] for t in tools}     # name -> [(wall, cpu, osd)]
         self.bench_mibs = []                         # rbd bench's own bandwidth per round
+        self.own = []                                # rbdcp's own seconds (its --json report) per round
         self.extra = {t.name: [] for t in tools}     # export: (tool-only seconds, output bytes)
 
 
@@ -295,7 +297,7 @@ def import_tools(c, s, dconf):
     f = s.path
     out = []
     if "rbdcp" in c.tools:
-        out.append(Tool(REF, "rbdcp", [R + ["import-diff", f, rb.loc(IMP, dconf), "--no-progress",
+        out.append(Tool(REF, "rbdcp", [R + ["import-diff", f, rb.loc(IMP, dconf), "--no-progress", "--json",
                                             *c.rbdcp_args]]))
     for j in c.jobs:
         out.append(Tool(f"rbdcp -j {j}", f"rbdcp-j{j}",
@@ -343,6 +345,15 @@ def scenarios(c, s):
 BENCH_RE = re.compile(r"^elapsed:\s*(\d+)\s+ops:\s*(\d+)\s+ops/sec:\s*([0-9.]+)\s+bytes/sec:", re.M)
 
 
+def own_seconds(out):
+    """The `seconds` of rbdcp's --json report: from its first record to the to-snap, without process
+    start, connection and image open (as rbd bench's own figure leaves them out)."""
+    try:
+        return float(json.loads(out.strip().splitlines()[-1])["seconds"])
+    except (ValueError, KeyError, IndexError) as e:
+        die(f"no --json report with `seconds` in rbdcp's output ({e}):\n{out[-1500:]}")
+
+
 def bench_mibs(out, io_size):
     """rbd bench's own bandwidth in MiB/s, from its last line (ops/sec x io size)."""
     m = BENCH_RE.search(out)
@@ -386,11 +397,15 @@ def run_import(c, sc, s, timer, checked, first):
                 if t.key == "ceiling":
                     wall, cpu, osd, out = timed(c, timer, t.argvs, what, with_output=True)
                     return wall, cpu, osd, bench_mibs(out, s.io_size)
+                if t.key == "rbdcp" and sc.key != "export":
+                    wall, cpu, osd, out = timed(c, timer, t.argvs, what, with_output=True)
+                    return wall, cpu, osd, own_seconds(out)
                 return (*timed(c, timer, t.argvs, what), None)
 
             wall, cpu, osd, mibs = with_recovery(c, timer, s, what, one_run)
             if rnd == 0:
-                log(f"  warm-up {name}: {wall:.3f} s" + (f" (rbd bench: {mibs:.0f} MiB/s)" if mibs else ""))
+                log(f"  warm-up {name}: {wall:.3f} s"
+                    + (f" (rbd bench: {mibs:.0f} MiB/s)" if mibs and t.key == "ceiling" else ""))
                 if t.check and t.key not in checked:
                     if snaps_of(c.conf2, IMP) != [TO_SNAP]:
                         die(f"{what}: {POOL}/{IMP} has snapshots {snaps_of(c.conf2, IMP)}, expected [{TO_SNAP}]")
@@ -398,10 +413,16 @@ def run_import(c, sc, s, timer, checked, first):
                     checked.add(t.key)
             else:
                 sc.runs[name].append((wall, cpu, osd))
-                if mibs is not None:
-                    sc.bench_mibs.append(mibs)
-                log(f"  round {rnd} {name}: {wall:.3f} s (client CPU {cpu:.2f} s, OSDs {osd:.2f} s)"
-                    + (f"; rbd bench: {mibs:.0f} MiB/s" if mibs else ""))
+                if t.key == "rbdcp" and mibs is not None:
+                    sc.own.append(mibs)
+                    mibs = None
+                    log(f"  round {rnd} {name}: {wall:.3f} s (client CPU {cpu:.2f} s, OSDs {osd:.2f} s); "
+                        f"its own report: {sc.own[-1]:.3f} s")
+                else:
+                    if mibs is not None:
+                        sc.bench_mibs.append(mibs)
+                    log(f"  round {rnd} {name}: {wall:.3f} s (client CPU {cpu:.2f} s, OSDs {osd:.2f} s)"
+                        + (f"; rbd bench: {mibs:.0f} MiB/s" if mibs else ""))
             with_recovery(c, timer, s, f"{what}: removing {POOL}/{IMP}", lambda: rb.remove_image(c.conf2, IMP))
             time.sleep(0.3)                     # let the OSD settle (deletes)
 
@@ -557,6 +578,10 @@ def table(c, sc):
         text += (f"\n\nThe ceiling, as `rbd bench` reports it (ops/s x io size; from its first I/O to its last, "
                  f"without process start, connection and image open): median {med(b):.0f} MiB/s, min {min(b):.0f}, "
                  f"max {max(b):.0f} (runs: " + " ".join(f"{x:.0f}" for x in b) + ").")
+    if sc.own:
+        text += (f"\n\nrbdcp's own report (`--json` seconds: from its first record to the to-snap, without "
+                 f"process start, connection and image open): median {med(sc.own):.3f} s (runs: "
+                 + " ".join(f3(x) for x in sc.own) + ").")
     if sc.key == "export":
         parts = []
         for t in sc.tools:
@@ -596,6 +621,13 @@ def verdicts(c, scs):
                     f"(need >= {CEILING_SHARE * 100:.0f}%).")
             if name == REF:
                 add(r >= CEILING_SHARE * ceil, text)
+                if sc.own:
+                    o = c.data_bytes / MIB / med(sc.own)
+                    lines.append(
+                        f"- (like for like) `{name}` {where}, by its own report (`--json` seconds, median "
+                        f"{med(sc.own):.3f} s: from its first record to the to-snap, without process start, "
+                        f"connection and image open, as rbd bench's figure leaves them out): {o:.0f} MiB/s = "
+                        f"{o / ceil * 100:.0f}% of the ceiling's {ceil:.0f} MiB/s.")
             else:
                 lines.append(f"- (-j sweep, {'would hold' if r >= CEILING_SHARE * ceil else 'would miss'}) {text}")
     sc = by.get("local")

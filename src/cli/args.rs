@@ -126,7 +126,7 @@ pub struct ImportDiffArgs {
     /// Check every data record against this sidecar (from export-diff --crc) before writing it.
     #[arg(long, value_name = "PATH")]
     pub crc: Option<PathBuf>,
-    /// Writes in flight, each one record [default: 128, with at most 32 MiB of records in memory].
+    /// Writes in flight, each one record [default: 512, with at most 64 MiB of records in memory; at most 128 threads for a destination that is not RBD].
     #[arg(short = 'j', long = "jobs", value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub jobs: Option<u16>,
     #[command(flatten)]
