@@ -1,6 +1,7 @@
 //! Copies a source to a sink: reads data chunks, turns their long zero runs (or the whole
 //! chunk) into zeroing, writes the rest, and records a crc32 of every chunk.
 
+use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -291,15 +292,26 @@ pub(super) fn write_runs(
     buf: &[u8],
     counts: &Counts,
 ) -> Result<()> {
+    each_run(offset, buf, counts, |at, data, len| match data {
+        Some(range) => dst.write_at(at, &buf[range]),
+        None => dst.write_zeroes(at, len),
+    })
+}
+
+/// Hands each run of `buf` (the bytes at `offset`) to `write(at, data, len)`: a data run
+/// with its range in `buf`, a long zero run with `None`. Counts each run once `write`
+/// took it.
+pub(super) fn each_run(
+    offset: u64,
+    buf: &[u8],
+    counts: &Counts,
+    mut write: impl FnMut(u64, Option<Range<usize>>, u64) -> Result<()>,
+) -> Result<()> {
     for (start, end, data) in sparse_runs(buf, SPARSE_BLOCK, SPARSE_GAP) {
         let (at, len) = (offset + start as u64, (end - start) as u64);
-        if data {
-            dst.write_at(at, &buf[start..end])?;
-            counts.written.fetch_add(len, Ordering::Relaxed);
-        } else {
-            dst.write_zeroes(at, len)?;
-            counts.zero.fetch_add(len, Ordering::Relaxed);
-        }
+        write(at, data.then_some(start..end), len)?;
+        let counter = if data { &counts.written } else { &counts.zero };
+        counter.fetch_add(len, Ordering::Relaxed);
     }
     Ok(())
 }

@@ -6,8 +6,8 @@ use std::ops::{Deref, Range};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 
-use super::copy::Counts;
-use super::plan::{sparse_runs, Chunk, SPARSE_BLOCK, SPARSE_GAP};
+use super::copy::{each_run, Counts};
+use super::plan::Chunk;
 use super::progress::Progress;
 use super::run::Tracker;
 use super::ImageSink;
@@ -209,7 +209,7 @@ impl Flight {
 
 /// A chunk in the window with its bytes. It completes (leaves the window) when the last
 /// reference goes: when every request started for it has called back.
-pub struct Ticket {
+pub(crate) struct Ticket {
     flight: Arc<Flight>,
     chunk: Chunk,
     buf: Vec<u8>,
@@ -275,16 +275,14 @@ pub(crate) fn submit(dst: &dyn ImageSink, ticket: Arc<Ticket>, counts: &Counts) 
         dst.zero_async(c.offset, c.len, ticket.done());
         return;
     }
-    for (start, end, data) in sparse_runs(&ticket.buf, SPARSE_BLOCK, SPARSE_GAP) {
-        let (at, len) = (c.offset + start as u64, (end - start) as u64);
-        if data {
-            counts.written.fetch_add(len, Ordering::Relaxed);
-            dst.write_async(at, ticket.block(start..end), ticket.done());
-        } else {
-            counts.zero.fetch_add(len, Ordering::Relaxed);
-            dst.zero_async(at, len, ticket.done());
+    let started = each_run(c.offset, &ticket.buf, counts, |at, data, len| {
+        match data {
+            Some(range) => dst.write_async(at, ticket.block(range), ticket.done()),
+            None => dst.zero_async(at, len, ticket.done()),
         }
-    }
+        Ok(()) // Errors arrive through `done`.
+    });
+    debug_assert!(started.is_ok());
 }
 
 #[cfg(test)]
