@@ -201,3 +201,43 @@ fn bad_streams_create_no_snapshot() {
         "{out:?}"
     );
 }
+
+#[test]
+fn a_bps_limit_holds_for_an_import_into_rbd() {
+    let Some((c1, c2)) = clusters() else { return };
+    let img = name("limited");
+    source(&c1, &img);
+    let dir = tempfile::tempdir().unwrap();
+    let full = dir.path().join("full.diff");
+    let spec = format!("rbd/{img}@s1");
+    rbd(
+        &c1,
+        &[
+            "export-diff",
+            "--no-progress",
+            &spec,
+            full.to_str().unwrap(),
+        ],
+    );
+    // About 6.3 MiB of records at 2 MiB/s: three seconds, with every write asynchronous.
+    let dst = loc(&c2, &format!("rbd/{img}"));
+    let out = expect(
+        rbdcp(dir.path()).args([
+            "import-diff",
+            full.to_str().unwrap(),
+            &dst,
+            "--bps-limit",
+            "2M",
+            "--json",
+        ]),
+        0,
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rate = v["bytes_read"].as_f64().unwrap() / v["seconds"].as_f64().unwrap();
+    let ratio = rate / (2 * M) as f64;
+    assert!(
+        (0.9..=1.1).contains(&ratio),
+        "measured {rate:.0} B/s, {ratio:.3} of the limit"
+    );
+    assert_eq!(export(&c1, &spec), export(&c2, &format!("rbd/{img}@s1")));
+}
