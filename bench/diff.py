@@ -427,23 +427,12 @@ def run_import(c, sc, s, timer, checked, first):
             time.sleep(0.3)                     # let the OSD settle (deletes)
 
 
-def health(c):
-    """One line per cluster from `ceph health`, for failure messages (a memstore OSD can wrongly
-    report itself full, which makes every write hang until RUN_TIMEOUT)."""
-    out = []
-    for name, conf in (("cluster 1", c.conf1), ("cluster 2", c.conf2)):
-        rc, o, e = run(["timeout", "20", "ceph", "-c", conf, "--connect-timeout", "10", "health"], check=False,
-                       timeout=30)
-        out.append(f"{name}: {(o or e).strip() or f'ceph health exit {rc}'}")
-    return "; ".join(out)
-
-
 def timed(c, timer, argvs, what, with_output=False):
     """Runs one timed command or pipeline; a failure says how the clusters are."""
     try:
         return timed_with_output(timer, argvs, what) if with_output else timer.run(argvs, what)
     except Fail as e:
-        die(f"{e}\n(health now: {health(c)})")
+        die(f"{e}\n(health now: {rb.health(c)})")
 
 
 def restart_cluster2(c, timer):

@@ -20,7 +20,8 @@ Environment:
                       for the whole run, so a concurrent rebuild cannot change it half-way)
   RBDCP_ARGS          extra arguments for every timed rbdcp run, e.g. "-j 32" or "--chunk-size 8M"
   ROUNDS              timed rounds per scenario (default 5, minimum 5)
-  RADOS_MAX_OBJECTS   objects of 4 MiB per rados bench run (default 64 = the copy's 256 MiB; see below)
+  RBD_DATA_MIB        MiB of data in bsrc@s1 (default 256); the image is twice that, the s1..s2 change a quarter
+  RADOS_MAX_OBJECTS   objects of 4 MiB per rados bench run (default: the copy's data, 64 for 256 MiB; see below)
   BENCH_ONLY          comma list of scenarios to run, e.g. "b,d" (default all; implies BENCH_OUT=-)
   BENCH_OUT           report file (default <repo>/BENCHMARKS.md); "-" prints the section instead
   BENCH_DIR           work dir for the generated source and diff files (default /var/tmp/rbdcp-bench)
@@ -65,10 +66,10 @@ REPO = os.path.dirname(HERE)
 
 POOL = "rbd"
 SRC, DST, INC = "bsrc", "bdst", "binc"
-IMAGE_SIZE = 512 * MIB
-DATA_BYTES = 256 * MIB          # data of bsrc@s1, in scattered extents
+DATA_BYTES = int(os.environ.get("RBD_DATA_MIB") or 256) * MIB   # data of bsrc@s1, in scattered extents
+IMAGE_SIZE = 2 * DATA_BYTES
 EXT_MIN, EXT_MAX = 64 * KIB, 4 * MIB
-CHANGE_BYTES = 64 * MIB         # s1..s2: records of REC_MIN..REC_MAX
+CHANGE_BYTES = DATA_BYTES // 4  # s1..s2: records of REC_MIN..REC_MAX
 REC_MIN, REC_MAX = 4 * KIB, 1 * MIB
 ZERO_RECORDS = 2                # of the change records, this many become 'z' (zeroed) records
 ALIGN = 4 * KIB
@@ -147,7 +148,7 @@ def configure():
         die(f"{c.far2} missing (cluster 2's conf with ms_inject_delay_*, written by scripts/ceph-local.sh); "
             "set RBDCP_FAR_CONF2")
     c.rounds = env_int("ROUNDS", 5, 5)
-    c.rados_objects = env_int("RADOS_MAX_OBJECTS", 64, 1)
+    c.rados_objects = env_int("RADOS_MAX_OBJECTS", DATA_BYTES // (4 * MIB), 1)
     c.timeout = env_int("RUN_TIMEOUT", 300, 10)
     c.strict = os.environ.get("BENCH_STRICT") == "1"
     c.rbdcp_args = shlex.split(os.environ.get("RBDCP_ARGS", ""))
@@ -416,6 +417,17 @@ def proc_cpu(pid):
         return 0.0
 
 
+def health(c):
+    """One line per cluster from `ceph health`, for failure messages (a memstore OSD can wrongly
+    report itself full, which makes every write hang until RUN_TIMEOUT)."""
+    out = []
+    for name, conf in (("cluster 1", c.conf1), ("cluster 2", c.conf2)):
+        rc, o, e = run(["timeout", "20", "ceph", "-c", conf, "--connect-timeout", "10", "health"], check=False,
+                       timeout=30)
+        out.append(f"{name}: {(o or e).strip() or f'ceph health exit {rc}'}")
+    return "; ".join(out)
+
+
 class Timer:
     def __init__(self, c):
         self.c = c
@@ -452,6 +464,15 @@ class Timer:
 
         def kill():
             expired.set()
+            # Before killing a hung run, keep its threads' stacks and the clusters' health for the report.
+            errf.seek(0, os.SEEK_END)
+            for p in procs:
+                if shutil.which("gdb") and p.poll() is None:
+                    g = subprocess.run(["timeout", "60", "gdb", "-batch", "-p", str(p.pid), "-ex",
+                                        "thread apply all bt 12"], capture_output=True, text=True)
+                    errf.write(f"\n--- stacks of {p.args[0]} (pid {p.pid}) ---\n{g.stdout[-20000:]}".encode())
+            errf.write(f"\n(health at the time-out: {health(self.c)})\n".encode())
+            errf.flush()
             try:
                 os.killpg(pgid, signal.SIGKILL)
             except ProcessLookupError:
@@ -470,7 +491,7 @@ class Timer:
         osd = self.osd_cpu() - cpu0
         if expired.is_set() or any(rcs):
             errf.seek(0)
-            err = errf.read().decode(errors="replace").strip()[-3000:]
+            err = errf.read().decode(errors="replace").strip()[-25000:]
             why = f"timed out after {self.c.timeout} s" if expired.is_set() else f"exit status {rcs}"
             die(f"{what}: {why}: {show_pipeline(argvs)}\n{err}")
         errf.close()

@@ -1,5 +1,5 @@
 //! Copies a source to a sink: reads data chunks, turns their long zero runs (or the whole
-//! chunk) into zeroing, writes the rest, and records a crc32 of every chunk.
+//! chunk) into zeroing, writes the rest, and records a crc32 of every chunk when asked to.
 
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -160,9 +160,15 @@ pub(super) struct Counts {
 }
 
 impl Counts {
-    /// Records a chunk's sum, if sums are kept.
-    fn keep(&self, sum: Sum) {
+    /// Records the sum of chunk `c` from its bytes (`None`: zeroed without a read), if sums
+    /// are kept; the crc32 is computed only then.
+    fn keep(&self, c: &Chunk, bytes: Option<&[u8]>) {
         if self.keep_sums {
+            let sum = Sum {
+                offset: c.offset,
+                len: c.len,
+                crc: bytes.map(crc32fast::hash),
+            };
             self.sums.lock().unwrap().push(sum);
         }
     }
@@ -223,11 +229,7 @@ fn copy_async<C: Pace>(
             } else {
                 throttle.take(0);
             }
-            counts.keep(Sum {
-                offset: c.offset,
-                len: c.len,
-                crc: c.data.then(|| crc32fast::hash(&buf)),
-            });
+            counts.keep(&c, c.data.then_some(&buf[..]));
             submit(dst, flight.ticket(c, buf), counts);
             flight.report(progress);
             Ok(())
@@ -258,11 +260,7 @@ fn copy_chunk<C: Pace>(
         }
         dst.write_zeroes(c.offset, c.len)?;
         counts.zero.fetch_add(c.len, Ordering::Relaxed);
-        counts.keep(Sum {
-            offset: c.offset,
-            len: c.len,
-            crc: None,
-        });
+        counts.keep(c, None);
         return Ok(());
     }
     let len = c.len as usize;
@@ -273,12 +271,7 @@ fn copy_chunk<C: Pace>(
     throttle.take(c.len);
     src.read_at(c.offset, buf)?;
     counts.read.fetch_add(c.len, Ordering::Relaxed);
-    let crc = crc32fast::hash(buf);
-    counts.keep(Sum {
-        offset: c.offset,
-        len: c.len,
-        crc: Some(crc),
-    });
+    counts.keep(c, Some(buf));
     if dst.ordered() {
         lane.wait_turn(c)?;
     }

@@ -28,9 +28,9 @@ pub struct Buffers {
 }
 
 impl Buffers {
-    /// An empty buffer with room for `len` bytes (up to 64 MiB: a length read from a
-    /// stream may be wrong), the smallest spare one that fits, else a new one rounded up to
-    /// a power of two so that it fits later requests too.
+    /// A buffer with room for `len` bytes (up to 64 MiB: a length read from a stream may be
+    /// wrong), holding whatever it held before: the smallest spare one that fits, else a new,
+    /// empty one rounded up to a power of two so that it fits later requests too.
     pub fn take(&self, len: usize) -> Vec<u8> {
         let len = len.min(64 << 20);
         let mut spare = self.spare.lock().unwrap();
@@ -38,11 +38,7 @@ impl Buffers {
             .filter(|&i| spare[i].capacity() >= len)
             .min_by_key(|&i| spare[i].capacity());
         match fit {
-            Some(i) => {
-                let mut buf = spare.swap_remove(i);
-                buf.clear();
-                buf
-            }
+            Some(i) => spare.swap_remove(i),
             None => Vec::with_capacity(len.next_power_of_two()),
         }
     }
@@ -131,9 +127,11 @@ impl Flight {
         self.state.lock().unwrap().tracker.drained(size);
     }
 
-    /// A buffer of `len` bytes (contents unspecified), reused where one is spare.
+    /// A buffer of `len` bytes (contents unspecified), reused where one is spare. Only
+    /// bytes the buffer never held are zeroed.
     pub(crate) fn buffer(&self, len: usize) -> Vec<u8> {
         let mut buf = self.buffers.take(len);
+        buf.truncate(len);
         buf.resize(len, 0);
         buf
     }
