@@ -101,7 +101,7 @@ impl Flight {
     /// Waits until `chunk` fits in the window and enters it. Chunks must begin in offset
     /// order. Fails at once if the job failed.
     pub(crate) fn begin(&self, chunk: &Chunk) -> Result<()> {
-        let len = if chunk.data { chunk.len } else { 0 };
+        let len = chunk.data_len();
         let mut s = self.state.lock().unwrap();
         loop {
             if s.error.is_some() {
@@ -185,7 +185,7 @@ impl Flight {
         let mut s = self.state.lock().unwrap();
         s.tickets -= 1;
         s.chunks -= 1;
-        s.bytes -= if c.data { c.len } else { 0 };
+        s.bytes -= c.data_len();
         if !ticket.failed.load(Ordering::Relaxed) {
             // A failed chunk stays below the watermark: it was not written.
             s.tracker.done(&c);

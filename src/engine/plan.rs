@@ -14,6 +14,15 @@ pub struct Chunk {
 }
 
 impl Chunk {
+    /// The bytes it holds in memory: its length for data, nothing for a zero chunk.
+    pub fn data_len(&self) -> u64 {
+        if self.data {
+            self.len
+        } else {
+            0
+        }
+    }
+
     /// The offset just past its end.
     pub fn end(&self) -> u64 {
         self.offset + self.len
