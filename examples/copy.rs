@@ -1,7 +1,9 @@
-//! Copies one image to another through the library: `cargo run --example copy -- SRC DST`.
+//! Copies one image to another through the library's copy job, resumably:
+//! `cargo run --example copy -- SRC DST`. Killed and run again, it resumes.
 
-use rbdcp::backend::{open_sink, open_source, SinkOptions, SourceOptions};
-use rbdcp::engine::{copy, Limits, Options, Silent, Throttle};
+use rbdcp::engine::{Limits, Throttle};
+use rbdcp::job::copy::{copy, Copy};
+use rbdcp::job::Context;
 use rbdcp::Location;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -11,29 +13,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let src: Location = src.parse()?;
     let dst: Location = dst.parse()?;
-    let source = open_source(&src, &SourceOptions::default())?;
-    // A new destination, made like the source (for rbd: its size, object size and features).
-    let opts = SinkOptions {
-        size: source.size(),
-        layout: source.layout(),
-        ..SinkOptions::default()
+    // At most 200 MiB/s, the default 4 MiB chunks and 16 workers, progress recorded
+    // every 5 s, transient errors retried 5 times.
+    let ctx = Context {
+        throttle: Throttle::new(Limits {
+            bytes_per_second: Some(200 << 20),
+            ops_per_second: None,
+        }),
+        ..Context::default()
     };
-    let sink = open_sink(&dst, &opts)?;
-    // At most 200 MiB/s, the default 4 MiB chunks and 16 workers.
-    let throttle = Throttle::new(Limits {
-        bytes_per_second: Some(200 << 20),
-        ops_per_second: None,
-    });
-    let report = copy(
-        source.as_ref(),
-        sink.as_ref(),
-        &Options::default(),
-        &throttle,
-        &Silent,
-    )?;
+    let outcome = copy(&Copy::new(src.clone(), dst.clone()), &ctx)?;
+    let r = &outcome.report;
     println!(
-        "{src} -> {dst}: {} bytes read, {} written, {} zeroed in {:.2} s",
-        report.bytes_read, report.bytes_written, report.bytes_zero, report.seconds
+        "{src} -> {dst}: {} bytes read, {} written, {} zeroed in {:.2} s (resumed from {:?})",
+        r.bytes_read, r.bytes_written, r.bytes_zero, r.seconds, r.resumed_from
     );
     Ok(())
 }

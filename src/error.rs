@@ -98,20 +98,107 @@ pub enum Error {
     /// The run was stopped from outside (for example by Ctrl-C).
     #[error("interrupted")]
     Interrupted,
+    /// Another live run holds the destination.
+    #[error("{image} is busy: {holder} holds it; wait for that run to end, or stop it")]
+    Busy {
+        /// The destination.
+        image: String,
+        /// Who holds it: host and process.
+        holder: String,
+    },
+    /// The job cannot go on without an operator's decision (a progress record made for
+    /// another source, a changed snapshot).
+    #[error("refusing to resume into {image}: {reason}")]
+    Refused {
+        /// The destination.
+        image: String,
+        /// What changed, and what to do about it.
+        reason: String,
+    },
+    /// A transient error that outlived its retries.
+    #[error("{source} (failed {attempts} times)")]
+    Retried {
+        /// How many times the call was made.
+        attempts: u32,
+        /// The last error.
+        #[source]
+        source: Box<Error>,
+    },
+    /// A job failed after its destination was opened: what it wrote is kept for a rerun.
+    #[error("{source}; what was written is kept: run the same command again to resume, or `rbdcp discard {dst}` to drop it")]
+    Resumable {
+        /// The destination.
+        dst: String,
+        /// What went wrong.
+        #[source]
+        source: Box<Error>,
+    },
+    /// The destination's pool, or its cluster, is full.
+    #[error("pool full: {image} cannot take more data ({err}); raise the pool's quota or free space, then run again to resume")]
+    PoolFull {
+        /// The destination.
+        image: String,
+        /// What librados said.
+        err: io::Error,
+    },
+}
+
+/// What an error means for whoever runs rbdcp: the process's exit status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// 1: the job failed; running it again may help (and resumes it).
+    Failed,
+    /// 2: usage, configuration or permission; running it again will not help.
+    Usage,
+    /// 3: refused until an operator decides.
+    Refused,
+    /// 4: another run holds the destination.
+    Busy,
+}
+
+impl Exit {
+    /// The exit status.
+    pub fn code(self) -> u8 {
+        match self {
+            Exit::Failed => 1,
+            Exit::Usage => 2,
+            Exit::Refused => 3,
+            Exit::Busy => 4,
+        }
+    }
 }
 
 /// A hint on what to check after a failed connect.
 fn connect_hint(err: &io::Error) -> &'static str {
     match err.raw_os_error() {
-        Some(13) | Some(1) => " (check the user's key in the keyring and its caps)",
-        Some(110) => " (no monitor answered in time; check mon_host and the network, or raise --connect-timeout)",
-        Some(2) => " (a conf or keyring file is missing, or the conf names no monitor)",
-        Some(5) => " (is the keyring readable and well-formed?)",
+        Some(libc::EACCES) | Some(libc::EPERM) => " (check the user's key in the keyring and its caps)",
+        Some(libc::ETIMEDOUT) => " (no monitor answered in time; check mon_host and the network, or raise --connect-timeout)",
+        Some(libc::ENOENT) => " (a conf or keyring file is missing, or the conf names no monitor)",
+        Some(libc::EIO) => " (is the keyring readable and well-formed?)",
         _ => "",
     }
 }
 
 impl Error {
+    /// The error underneath [`Error::Resumable`] and [`Error::Retried`].
+    pub fn root(&self) -> &Error {
+        match self {
+            Error::Retried { source, .. } | Error::Resumable { source, .. } => source.root(),
+            e => e,
+        }
+    }
+
+    /// `self` as the error of a job whose destination `dst` keeps what was written.
+    pub fn kept(self, dst: &str) -> Error {
+        match self {
+            e @ (Error::Busy { .. } | Error::Refused { .. } | Error::Resumable { .. }) => e,
+            e => Error::Resumable {
+                dst: dst.to_owned(),
+                source: Box::new(e),
+            },
+        }
+    }
+
     /// Builds an [`Error::Io`].
     pub fn io(op: &'static str, image: &str, offset: u64, err: io::Error) -> Self {
         Error::Io {
@@ -141,20 +228,64 @@ impl Error {
         }
     }
 
-    /// Whether trying the same call again may succeed (a time-out, an interrupted call).
+    /// The errno behind the error, where the system gave one.
+    pub fn errno(&self) -> Option<i32> {
+        match self {
+            Error::Io { err, .. }
+            | Error::Open { err, .. }
+            | Error::Connect { err, .. }
+            | Error::PoolFull { err, .. } => err.raw_os_error(),
+            Error::Retried { source, .. } | Error::Resumable { source, .. } => source.errno(),
+            _ => None,
+        }
+    }
+
+    /// Whether trying the same call again, on the same connection, may succeed: a
+    /// time-out, a reset or dropped connection, EAGAIN, EBUSY, an interrupted call.
+    /// ENOENT, ENOSPC, EDQUOT, EROFS, EIO and permission errors are permanent; so is a
+    /// blocklisted client (ESHUTDOWN), which needs a new connection: a rerun resumes it.
     pub fn is_transient(&self) -> bool {
-        let kind = match self {
+        match self {
             Error::Io { err, .. } | Error::Open { err, .. } | Error::Connect { err, .. } => {
-                err.kind()
+                match err.raw_os_error() {
+                    Some(e) => TRANSIENT.contains(&e),
+                    None => matches!(
+                        err.kind(),
+                        io::ErrorKind::TimedOut
+                            | io::ErrorKind::Interrupted
+                            | io::ErrorKind::WouldBlock
+                    ),
+                }
             }
-            _ => return false,
-        };
-        matches!(
-            kind,
-            io::ErrorKind::TimedOut | io::ErrorKind::Interrupted | io::ErrorKind::WouldBlock
-        )
+            _ => false,
+        }
+    }
+
+    /// What the error means for the exit status.
+    pub fn exit(&self) -> Exit {
+        match self {
+            Error::Busy { .. } => Exit::Busy,
+            Error::Refused { .. } => Exit::Refused,
+            Error::Location { .. } | Error::Unsupported(_) => Exit::Usage,
+            Error::Retried { source, .. } | Error::Resumable { source, .. } => source.exit(),
+            _ if matches!(self.errno(), Some(libc::EPERM | libc::EACCES)) => Exit::Usage,
+            _ => Exit::Failed,
+        }
     }
 }
+
+/// errnos worth another try on the same connection.
+const TRANSIENT: &[i32] = &[
+    libc::ETIMEDOUT,
+    libc::ECONNRESET,
+    libc::ECONNABORTED,
+    libc::ECONNREFUSED,
+    libc::ENOTCONN,
+    libc::EPIPE,
+    libc::EAGAIN,
+    libc::EBUSY,
+    libc::EINTR,
+];
 
 #[cfg(test)]
 mod tests {
@@ -166,7 +297,7 @@ mod tests {
             "write",
             "/tmp/x.img",
             4096,
-            io::Error::from_raw_os_error(28),
+            io::Error::from_raw_os_error(libc::ENOSPC),
         );
         let s = e.to_string();
         assert!(s.starts_with("write on /tmp/x.img at offset 4096: "), "{s}");
@@ -174,5 +305,48 @@ mod tests {
         assert!(!e.is_transient());
         let t = Error::io("read", "a", 0, io::ErrorKind::TimedOut.into());
         assert!(t.is_transient());
+    }
+
+    #[test]
+    fn errnos_decide_retries_and_exit_codes() {
+        let e = |n| Error::io("write", "img", 0, io::Error::from_raw_os_error(n));
+        for n in [libc::ETIMEDOUT, libc::ECONNRESET, libc::EAGAIN, libc::EBUSY] {
+            assert!(e(n).is_transient(), "{n}");
+            assert_eq!(e(n).exit(), Exit::Failed);
+        }
+        for n in [
+            libc::ENOENT,
+            libc::ENOSPC,
+            libc::EDQUOT,
+            libc::EROFS,
+            libc::EIO,
+            libc::ESHUTDOWN,
+        ] {
+            assert!(!e(n).is_transient(), "{n}");
+            assert_eq!(e(n).exit(), Exit::Failed, "{n}");
+        }
+        for n in [libc::EPERM, libc::EACCES] {
+            assert!(!e(n).is_transient());
+            assert_eq!(e(n).exit(), Exit::Usage);
+        }
+        let retried = Error::Retried {
+            attempts: 6,
+            source: Box::new(e(libc::ETIMEDOUT)),
+        };
+        assert!(
+            retried.to_string().ends_with("(failed 6 times)"),
+            "{retried}"
+        );
+        assert!(!retried.is_transient(), "retries are spent");
+        let busy = Error::Busy {
+            image: "x".into(),
+            holder: "host h, process 1".into(),
+        };
+        assert_eq!(busy.exit().code(), 4);
+        let refused = Error::Refused {
+            image: "x".into(),
+            reason: "r".into(),
+        };
+        assert_eq!(refused.exit().code(), 3);
     }
 }

@@ -8,6 +8,8 @@
 pub mod backend;
 pub mod engine;
 pub mod error;
+pub mod fault;
+pub mod job;
 pub mod location;
 #[allow(unsafe_code)]
 pub mod rbd;

@@ -18,9 +18,14 @@ fn main() -> ExitCode {
             }
             eprintln!("rbdcp: {message}");
             if err.downcast_ref::<cli::Usage>().is_some() {
-                ExitCode::from(2)
-            } else {
-                ExitCode::FAILURE
+                return ExitCode::from(2);
+            }
+            match err.downcast_ref::<rbdcp::Error>() {
+                Some(e) if matches!(e.root(), rbdcp::Error::Interrupted) => {
+                    ExitCode::from(cli::signal_exit().unwrap_or(130))
+                }
+                Some(e) => ExitCode::from(e.exit().code()),
+                None => ExitCode::FAILURE,
             }
         }
     }

@@ -60,13 +60,28 @@ fn help_explains_every_flag_and_the_exit_codes() {
         "--json",
         "--no-progress",
         "--no-preallocate",
+        "--retries",
+        "--retry-max-wait",
+        "--checkpoint-interval",
+        "--restart",
+        "--op-timeout",
+        "--connect-timeout",
     ] {
         assert!(help.contains(flag), "copy --help lacks {flag}");
     }
-    assert!(
-        help.contains("Exit status: 0 success, 1 the job failed"),
-        "{help}"
-    );
+    for code in [
+        "0 done",
+        "1 the job failed",
+        "2 usage",
+        "3 refused",
+        "4 busy",
+        "130/143",
+    ] {
+        assert!(
+            help.contains(code),
+            "copy --help lacks exit status {code}: {help}"
+        );
+    }
     assert!(help.contains("rbd:POOL[/NAMESPACE]/IMAGE[@SNAP]"), "{help}");
 }
 
@@ -245,13 +260,23 @@ fn a_bps_limit_holds_within_ten_percent() {
     );
 }
 
+/// Names in `d`, sorted.
+fn names(d: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<_> = std::fs::read_dir(d)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
 #[test]
-fn an_interrupted_copy_leaves_nothing_behind() {
+fn an_interrupted_copy_keeps_its_progress_and_resumes() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     util::sparse_file(&d.join("a.img"), 64 * M, &[(0, 32 * M as usize)]);
-    // At 4 MiB/s the copy would take 8 s; it is stopped after one.
-    let child = rbdcp(d)
+    // At 4 MiB/s the copy would take 8 s; it is stopped once a checkpoint was recorded.
+    let mut child = rbdcp(d)
         .args([
             "copy",
             "a.img",
@@ -260,22 +285,109 @@ fn an_interrupted_copy_leaves_nothing_behind() {
             "4M",
             "--chunk-size",
             "1M",
+            "-j",
+            "2",
+            "--checkpoint-interval",
+            "0.1",
         ])
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(std::time::Duration::from_secs(1));
+    let record = d.join(".b.img.rbdcp-partial.resume");
+    let started = std::time::Instant::now();
+    while !std::fs::read_to_string(&record).is_ok_and(|r| !r.contains("\"mark\":0,")) {
+        assert!(
+            started.elapsed().as_secs() < 60,
+            "no checkpoint was recorded"
+        );
+        assert!(child.try_wait().unwrap().is_none(), "the copy ended early");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     let kill = std::process::Command::new("kill")
         .args(["-INT", &child.id().to_string()])
         .status()
         .unwrap();
     assert!(kill.success());
     let out = child.wait_with_output().unwrap();
-    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
-    assert!(stderr(&out).contains("interrupted"), "{}", stderr(&out));
-    let left: Vec<_> = std::fs::read_dir(d)
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .collect();
-    assert_eq!(left, ["a.img"], "a partial copy was left behind");
+    assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("interrupted"), "{err}");
+    assert!(
+        err.contains("run the same command again to resume"),
+        "{err}"
+    );
+    assert!(err.contains("rbdcp discard b.img"), "{err}");
+    assert_eq!(
+        names(d),
+        [
+            ".b.img.rbdcp-partial",
+            ".b.img.rbdcp-partial.resume",
+            "a.img"
+        ],
+        "the staged copy and its record are kept, the lock is gone"
+    );
+    let out = expect(
+        rbdcp(d).args([
+            "copy",
+            "a.img",
+            "b.img",
+            "--chunk-size",
+            "1M",
+            "-j",
+            "2",
+            "--json",
+        ]),
+        0,
+    );
+    let v: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let from = v["resumed_from"].as_u64().expect("resumed");
+    assert!(from > 0 && from < 32 * M, "{v}");
+    assert_eq!(from % M, 0, "a chunk boundary: {v}");
+    assert_eq!(v["bytes_skipped"].as_u64(), Some(from), "{v}");
+    assert_eq!(v["bytes_read"].as_u64(), Some(32 * M - from), "{v}");
+    assert!(util::same_bytes(&d.join("a.img"), &d.join("b.img")));
+    assert_eq!(names(d), ["a.img", "b.img"]);
+}
+
+#[test]
+fn discard_removes_only_what_was_staged() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("keep.img"), b"user data").unwrap();
+    std::fs::write(d.join(".x.img.rbdcp-partial"), b"half").unwrap();
+    std::fs::write(d.join(".x.img.rbdcp-partial.resume"), b"{}").unwrap();
+    let out = expect(rbdcp(d).args(["discard", "x.img", "--json"]), 0);
+    let v: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(v["discarded"], true);
+    assert_eq!(names(d), ["keep.img"]);
+    let out = expect(rbdcp(d).args(["discard", "keep.img", "--json"]), 0);
+    let v: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(v["discarded"], false);
+    assert_eq!(
+        names(d),
+        ["keep.img"],
+        "an image the user had is never touched"
+    );
+}
+
+#[test]
+fn a_record_for_another_source_is_refused_with_3_until_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    util::sparse_file(&d.join("a.img"), 8 * M, &[(0, 8 * M as usize)]);
+    util::sparse_file(&d.join("c.img"), 8 * M, &[(M, M as usize)]);
+    std::fs::write(d.join(".b.img.rbdcp-partial"), vec![7; 8 * M as usize]).unwrap();
+    let record = r#"{"version":1,"job":"copy","source":{"path":"c.img","size":"8388608"},"plan":{},"mark":4194304,"bytes_done":4194304,"crc":null,"window":null,"holder":"rbdcp on host h, process 1"}"#;
+    std::fs::write(d.join(".b.img.rbdcp-partial.resume"), record).unwrap();
+    let out = expect(rbdcp(d).args(["copy", "a.img", "b.img"]), 3);
+    let err = stderr(&out);
+    assert!(
+        err.contains("refusing to resume into b.img: the source's"),
+        "{err}"
+    );
+    assert!(err.contains("changed: recorded"), "{err}");
+    assert!(!d.join("b.img").exists());
+    expect(rbdcp(d).args(["copy", "a.img", "b.img", "--restart"]), 0);
+    assert!(util::same_bytes(&d.join("a.img"), &d.join("b.img")));
+    assert_eq!(names(d), ["a.img", "b.img", "c.img"]);
 }

@@ -76,7 +76,7 @@ fn an_incremental_stream_updates_a_file_in_place() {
     want[4 * M as usize..5 * M as usize].fill(0);
     assert!(got == want, "the update differs");
     // A stream with a from-snap needs an image that holds it: here, one that exists.
-    let out = expect(rbdcp(d).args(["import-diff", "inc.diff", "missing.img"]), 1);
+    let out = expect(rbdcp(d).args(["import-diff", "inc.diff", "missing.img"]), 2);
     assert!(
         stderr(&out).contains("missing.img does not exist"),
         "{}",
@@ -120,6 +120,10 @@ fn a_bad_stream_changes_nothing_and_names_the_byte() {
             "{what}: {}",
             stderr(&out)
         );
+        assert!(!d.join("b.img").exists(), "{what}: a bad stream made b.img");
+        // A stream cut short leaves what it applied staged, for the whole stream to
+        // resume; `discard` drops it.
+        expect(rbdcp(d).args(["discard", "b.img"]), 0);
         let left: Vec<_> = std::fs::read_dir(d)
             .unwrap()
             .map(|e| e.unwrap().file_name())
@@ -202,7 +206,7 @@ fn export_diff_refuses_what_it_cannot_do() {
     );
     let out = expect(
         rbdcp(d).args(["export-diff", "a.img", "x.diff", "--from-snap", "s1"]),
-        1,
+        2,
     );
     assert!(
         stderr(&out).contains("a local image has no snapshots"),

@@ -219,6 +219,7 @@ fn apply_every_piece(dst: MemImage) {
                 data: true,
             },
             data: Some(data.clone()),
+            span: (BLOCK, 4 * BLOCK),
         }),
         Ok(Piece {
             chunk: Chunk {
@@ -227,6 +228,7 @@ fn apply_every_piece(dst: MemImage) {
                 data: false,
             },
             data: None,
+            span: (10 * BLOCK, 15 * BLOCK),
         }),
     ];
     let report = apply(
@@ -272,6 +274,7 @@ fn apply_stops(dst: MemImage) {
                 data: true,
             },
             data: Some(vec![1; BLOCK as usize]),
+            span: (i * BLOCK, (i + 1) * BLOCK),
         }),
     });
     let err = apply(

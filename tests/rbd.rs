@@ -7,8 +7,7 @@ use std::process::Command;
 use std::time::Instant;
 
 use rbdcp::backend::mem::MemImage;
-use rbdcp::backend::rbd::RbdSink;
-use rbdcp::backend::SinkOptions;
+use rbdcp::backend::{discard, open_dest, Access, SinkOptions};
 use rbdcp::engine::{copy, Options, Silent, Throttle};
 use rbdcp::Location;
 
@@ -219,7 +218,7 @@ fn a_read_only_user_can_be_the_source() {
             &loc(&c2, &format!("rbd/{img}@s")),
             &src.replace("@s", "-w"),
         ]),
-        1,
+        2,
     );
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("Operation not permitted"),
@@ -304,7 +303,7 @@ fn bad_credentials_and_dead_monitors_fail_fast_without_leaking_keys() {
         d.join("bad.keyring").display()
     );
     let start = Instant::now();
-    let out = expect(rbdcp(d).args(["copy", &src, "out.img"]), 1);
+    let out = expect(rbdcp(d).args(["copy", &src, "out.img"]), 2);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("cannot connect") && err.contains("Permission denied"),
@@ -337,36 +336,36 @@ fn bad_credentials_and_dead_monitors_fail_fast_without_leaking_keys() {
 }
 
 #[test]
-fn a_failed_copy_leaves_no_partial_image() {
+fn a_failed_copy_keeps_its_staged_image_until_discarded() {
     let Some((c1, _)) = clusters() else { return };
     let img = name("partial");
     let spec: Location = loc(&c1, &format!("rbd/{img}")).parse().unwrap();
-    let Location::Rbd(spec) = spec else {
-        unreachable!()
-    };
     let src = MemImage::new("mem", 32 * M).failing_at(20 * M);
     src.put(0, &util::noise(5, 32 * M as usize));
     let opts = SinkOptions {
         size: 32 * M,
         ..SinkOptions::default()
     };
-    let sink = RbdSink::open(&spec, &opts).unwrap();
-    assert!(images(&c1)
-        .iter()
-        .any(|i| i.starts_with(&format!("{img}.rbdcp-partial"))));
+    let staged = format!("{img}.rbdcp-partial");
+    let dest = open_dest(&spec, &opts).unwrap();
+    assert!(images(&c1).contains(&staged), "{:?}", images(&c1));
     let err = copy(
         &src,
-        &sink,
+        dest.sink.as_ref(),
         &Options::default(),
         &Throttle::new(Default::default()),
         &Silent,
     )
     .unwrap_err();
     assert!(err.to_string().contains("at offset 20971520"), "{err}");
-    drop(sink);
+    drop(dest);
+    assert!(images(&c1).contains(&staged), "kept for a resume");
+    let access = Access::default();
+    assert!(discard(&spec, &access).unwrap(), "something was staged");
     assert!(
         !images(&c1).iter().any(|i| i.starts_with(&img)),
         "{:?}",
         images(&c1)
     );
+    assert!(!discard(&spec, &access).unwrap(), "nothing is left");
 }

@@ -169,6 +169,20 @@ fn bad_streams_create_no_snapshot() {
         ["s1"],
         "a failed import created the to-snap"
     );
+    // What the cut stream applied is recorded: another stream is refused until discarded.
+    let mut other_stream =
+        rbdcp::stream::Writer::start(Vec::new(), Some("s1"), Some("s8"), 40 * M).unwrap();
+    other_stream.write(0, &[2; 4096]).unwrap();
+    std::fs::write(d.join("s8.diff"), other_stream.end().unwrap()).unwrap();
+    let out = expect(
+        rbdcp(d).args(["import-diff", d.join("s8.diff").to_str().unwrap(), &dst]),
+        3,
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("stream to changed: recorded s2, now s8"),
+        "{out:?}"
+    );
+    expect(rbdcp(d).args(["discard", &dst]), 0);
 
     // A stream whose from-snap the destination lacks is refused before anything is written.
     let before = export(&c2, &format!("rbd/{img}"));
@@ -186,12 +200,29 @@ fn bad_streams_create_no_snapshot() {
     );
     assert_eq!(export(&c2, &format!("rbd/{img}")), before);
 
-    // The good stream still applies, and a second time is refused: s2 exists.
+    // The good stream still applies; a second time it is complete already (rbdcp made s2
+    // from this stream); a snapshot s2 made otherwise is refused.
     expect(
         rbdcp(d).args(["import-diff", inc.to_str().unwrap(), &dst]),
         0,
     );
     same_snapshots(&c1, &img, &c2, &img);
+    let out = expect(
+        rbdcp(d).args(["import-diff", inc.to_str().unwrap(), &dst, "--json"]),
+        0,
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["complete"], true, "{v}");
+    assert_eq!(v["bytes_written"], 0, "{v}");
+    rbd(
+        &c2,
+        &[
+            "image-meta",
+            "remove",
+            &format!("rbd/{img}"),
+            "rbdcp.snap.s2",
+        ],
+    );
     let out = expect(
         rbdcp(d).args(["import-diff", inc.to_str().unwrap(), &dst]),
         1,

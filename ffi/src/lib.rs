@@ -252,6 +252,21 @@ extern "C" {
     pub fn rbd_snap_list_end(snaps: *mut rbd_snap_info_t);
     /// Removes snapshot `snapname`.
     pub fn rbd_snap_remove(image: rbd_image_t, snapname: *const c_char) -> c_int;
+    /// Copies the image's id (NUL-terminated) into `id`, of `id_len` bytes; `-ERANGE` if
+    /// it does not fit.
+    pub fn rbd_get_id(image: rbd_image_t, id: *mut c_char, id_len: usize) -> c_int;
+    /// Copies the value of image-meta `key` into `value`; `-ERANGE`, with `*val_len` set to
+    /// the room needed, if it does not fit; `-ENOENT` if the key is not set.
+    pub fn rbd_metadata_get(
+        image: rbd_image_t,
+        key: *const c_char,
+        value: *mut c_char,
+        val_len: *mut usize,
+    ) -> c_int;
+    /// Sets image-meta `key` to `value`.
+    pub fn rbd_metadata_set(image: rbd_image_t, key: *const c_char, value: *const c_char) -> c_int;
+    /// Removes image-meta `key`; `-ENOENT` if it is not set.
+    pub fn rbd_metadata_remove(image: rbd_image_t, key: *const c_char) -> c_int;
     /// Gets the id of snapshot `snapname`.
     pub fn rbd_snap_get_id(image: rbd_image_t, snapname: *const c_char, snap_id: *mut u64)
         -> c_int;

@@ -3,17 +3,20 @@
 use std::fs::{self, File, OpenOptions, Permissions};
 use std::io::{self, Seek, SeekFrom};
 use std::num::NonZeroU64;
-use std::os::unix::fs::{FileExt, FileTypeExt, PermissionsExt};
+use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
-use rustix::fs::{fadvise, fallocate, seek, Advice, FallocateFlags};
-use tempfile::TempPath;
+use rustix::fs::{
+    fadvise, fallocate, renameat_with, seek, Advice, FallocateFlags, RenameFlags, CWD,
+};
 
-use super::SinkOptions;
+use super::stage::{self, Names};
+use super::{Found, SinkOptions};
 use crate::engine::{Extent, ImageSink, ImageSource};
 use crate::error::{Error, Result};
+use crate::fault;
 
 /// Zeroes written where a file system cannot punch holes.
 static ZEROS: [u8; 1 << 20] = [0; 1 << 20];
@@ -68,6 +71,20 @@ impl ImageSource for FileSource {
         self.size
     }
 
+    fn identity(&self) -> Vec<(String, String)> {
+        let meta = self.file.metadata().ok();
+        let field = |f: fn(&fs::Metadata) -> i64| meta.as_ref().map_or(-1, f).to_string();
+        vec![
+            ("path".into(), self.name.clone()),
+            ("size".into(), self.size.to_string()),
+            ("inode".into(), field(|m| m.ino() as i64)),
+            (
+                "modification time".into(),
+                field(|m| m.mtime() * 1_000_000_000 + m.mtime_nsec()),
+            ),
+        ]
+    }
+
     fn extents(&self) -> Result<Vec<Extent>> {
         if self.device {
             return Ok(vec![Extent::data(0, self.size)]);
@@ -102,15 +119,16 @@ impl ImageSource for FileSource {
     }
 }
 
-/// A raw image file written under a temporary name and renamed into place by `finish`;
-/// or, written in place, a block device or a file an incremental copy updates.
+/// A raw image file written under its staged name (`.NAME.rbdcp-partial`) and renamed into
+/// place by `finish`; or, written in place, a block device or a file an incremental copy
+/// updates. A failed or killed run leaves the staged file for a rerun to resume.
 #[derive(Debug)]
 pub struct FileSink {
     file: File,
     name: String,
     target: PathBuf,
-    /// The temporary file; removed on drop unless `finish` renamed it.
-    temp: Mutex<Option<TempPath>>,
+    /// The staged file, renamed to `target` by `finish`.
+    staged: Mutex<Option<PathBuf>>,
     /// A new file: it reads as zeroes wherever it was not written.
     fresh: bool,
     device: bool,
@@ -122,11 +140,41 @@ pub struct FileSink {
 }
 
 impl FileSink {
-    /// Prepares to write `path`. An existing image is refused unless `opts.overwrite`; a
-    /// block device is written in place. With `opts.base` (an incremental copy) the file
-    /// must exist, holding that base, and is updated in place.
+    /// Prepares to write `path`, holding `names`' lock already. An existing image is
+    /// refused unless `opts.overwrite` or `opts.update`; a block device is written in
+    /// place. With `opts.base` (an incremental copy) the file must exist, holding that
+    /// base, and is updated in place. A staged file with a record is resumed; one without
+    /// is garbage of a run killed before its first record, and goes.
     pub fn create(path: &Path, opts: &SinkOptions) -> Result<FileSink> {
+        Ok(FileSink::open(path, &Names::of(path), opts)?.0)
+    }
+
+    /// As [`FileSink::create`], telling also what was found.
+    pub fn open(path: &Path, names: &Names, opts: &SinkOptions) -> Result<(FileSink, Found)> {
         let name = path.display().to_string();
+        if opts.restart {
+            stage::remove(&names.staged, &name)?;
+            stage::remove(&names.record, &name)?;
+        }
+        let recorded = names.record.exists();
+        if names.staged.exists() {
+            if recorded {
+                let file = OpenOptions::new()
+                    .write(true)
+                    .open(&names.staged)
+                    .map_err(|e| Error::open("open the staged file of", &name, e))?;
+                let sink = FileSink::new(
+                    file,
+                    name,
+                    path,
+                    Some(names.staged.clone()),
+                    false,
+                    opts.overwrite,
+                );
+                return Ok((sink, Found::Staged));
+            }
+            stage::remove(&names.staged, &name)?;
+        }
         let meta = match fs::metadata(path) {
             Ok(meta) if meta.is_dir() => {
                 return Err(Error::Unsupported(format!(
@@ -140,18 +188,23 @@ impl FileSink {
         let device = meta
             .as_ref()
             .is_some_and(|m| m.file_type().is_block_device());
-        match (&meta, &opts.base) {
+        let sink = match (&meta, &opts.base) {
+            (Some(_), _) if recorded => {
+                let sink = FileSink::in_place(path, name, device, opts)?;
+                return Ok((sink, Found::Recorded));
+            }
             (None, Some(base)) => Err(Error::Unsupported(format!(
                 "{name} does not exist; an incremental copy (from {base:?}) updates an image that holds {base:?}"
             ))),
             (Some(_), Some(_)) => FileSink::in_place(path, name, device, opts),
-            (Some(_), None) if !opts.overwrite => Err(Error::Exists { image: name }),
-            (Some(_), None) if device => FileSink::in_place(path, name, device, opts),
+            (Some(_), None) if !opts.overwrite && !opts.update => Err(Error::Exists { image: name }),
+            (Some(_), None) if opts.update || device => FileSink::in_place(path, name, device, opts),
             (meta, None) => {
                 let mode = meta.as_ref().map_or(Permissions::from_mode(0o644), |m| m.permissions());
-                FileSink::staged(path, name, mode, opts)
+                FileSink::staged(path, name, &names.staged, mode, opts)
             }
-        }
+        }?;
+        Ok((sink, Found::Fresh))
     }
 
     fn in_place(path: &Path, name: String, device: bool, opts: &SinkOptions) -> Result<FileSink> {
@@ -172,29 +225,21 @@ impl FileSink {
     fn staged(
         path: &Path,
         name: String,
+        staged: &Path,
         mode: Permissions,
         opts: &SinkOptions,
     ) -> Result<FileSink> {
-        let dir = match path.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p,
-            _ => Path::new("."),
-        };
-        let base = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let temp = tempfile::Builder::new()
-            .prefix(&format!(".{base}."))
-            .suffix(".rbdcp-partial")
-            .permissions(mode)
-            .tempfile_in(dir)
-            .map_err(|e| Error::open("create a temporary file for", &name, e))?;
-        let (file, temp) = temp.into_parts();
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(staged)
+            .and_then(|f| f.set_permissions(mode).map(|()| f))
+            .map_err(|e| Error::open("create the staged file of", &name, e))?;
         Ok(FileSink::new(
             file,
             name,
             path,
-            Some(temp),
+            Some(staged.to_owned()),
             false,
             opts.overwrite,
         ))
@@ -204,7 +249,7 @@ impl FileSink {
         file: File,
         name: String,
         target: &Path,
-        temp: Option<TempPath>,
+        staged: Option<PathBuf>,
         device: bool,
         overwrite: bool,
     ) -> Self {
@@ -212,8 +257,8 @@ impl FileSink {
             file,
             name,
             target: target.to_owned(),
-            fresh: temp.is_some(),
-            temp: Mutex::new(temp),
+            fresh: staged.is_some(),
+            staged: Mutex::new(staged),
             device,
             overwrite,
             writing: Mutex::new(()),
@@ -321,26 +366,23 @@ impl ImageSink for FileSink {
 
     fn finish(&self) -> Result<()> {
         self.flush()?;
-        let Some(temp) = self.temp.lock().unwrap().take() else {
+        let Some(staged) = self.staged.lock().unwrap().take() else {
             return Ok(());
         };
-        let renamed = if self.overwrite {
-            temp.persist(&self.target)
+        fault::point("after-write");
+        let flags = if self.overwrite {
+            RenameFlags::empty()
         } else {
-            temp.persist_noclobber(&self.target)
+            RenameFlags::NOREPLACE
         };
-        renamed.map_err(|e| match e.error.kind() {
-            io::ErrorKind::AlreadyExists => Error::Exists {
+        renameat_with(CWD, &staged, CWD, &self.target, flags).map_err(|e| match e {
+            rustix::io::Errno::EXIST => Error::Exists {
                 image: self.name.clone(),
             },
-            _ => Error::open("rename into place", &self.name, e.error),
+            e => Error::open("rename into place", &self.name, e.into()),
         })?;
-        let dir = match self.target.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p,
-            _ => Path::new("."),
-        };
-        File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| Error::open("fsync the directory of", &self.name, e))
+        stage::sync_dir(&self.target, &self.name)?;
+        fault::point("after-rename");
+        Ok(())
     }
 }

@@ -1,11 +1,15 @@
-//! Backends: what the engine reads from and writes to, and [`open_source`]/[`open_sink`],
+//! Backends: what the engine reads from and writes to, and [`open_source`]/[`open_dest`],
 //! which map a [`Location`] to one of them.
 
 pub mod file;
 pub mod mem;
 pub mod rbd;
+pub mod retry;
 pub mod sidecar;
+pub mod stage;
 pub mod stream;
+
+use std::sync::Arc;
 
 use crate::engine::{ImageSink, ImageSource, Layout};
 use crate::error::{Error, Result};
@@ -30,6 +34,14 @@ pub struct SourceOptions {
 pub struct SinkOptions {
     /// Replace an existing image instead of refusing.
     pub overwrite: bool,
+    /// Update an existing image in place (as `rbd import-diff` does), instead of refusing
+    /// or replacing it.
+    pub update: bool,
+    /// Throw away what an earlier run staged and recorded, and start over.
+    pub restart: bool,
+    /// What to record with the snapshot `finish` creates (where it came from); a
+    /// destination that already holds that snapshot with this very record is complete.
+    pub provenance: Option<String>,
     /// The snapshot an incremental copy starts from: the destination must hold it.
     pub base: Option<String>,
     /// The snapshot to create on an RBD destination once every write succeeded.
@@ -55,11 +67,99 @@ pub fn open_source(loc: &Location, opts: &SourceOptions) -> Result<Box<dyn Image
     }
 }
 
-/// Opens `loc` for writing, creating it when missing.
-pub fn open_sink(loc: &Location, opts: &SinkOptions) -> Result<Box<dyn ImageSink>> {
+/// Where a job's progress record lives: with its destination.
+pub trait Store: Send + Sync {
+    /// The record, if one was saved.
+    fn load(&self) -> Result<Option<String>>;
+    /// Replaces the record, atomically and durably.
+    fn save(&self, record: &str) -> Result<()>;
+    /// Removes the record; none is no error.
+    fn clear(&self) -> Result<()>;
+}
+
+/// What an earlier run left at a destination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Found {
+    /// Nothing: a fresh start.
+    Fresh,
+    /// A staged image or file and its record.
+    Staged,
+    /// The destination itself holds a record: an in-place job, or a staged one killed
+    /// after its rename.
+    Recorded,
+    /// The destination already holds the job's result: its snapshot, with the provenance
+    /// asked for.
+    Complete,
+}
+
+/// A destination opened for a job: held against other runs until dropped.
+pub struct Dest {
+    /// Where the data goes.
+    pub sink: Arc<dyn ImageSink>,
+    /// Where the progress record goes.
+    pub store: Arc<dyn Store>,
+    /// What an earlier run left.
+    pub found: Found,
+    /// The lock or lease; dropped after the sink.
+    _hold: Box<dyn std::any::Any + Send + Sync>,
+}
+
+impl Dest {
+    /// A destination of `sink`, its record in `store`, held by `hold` until dropped.
+    pub fn new(
+        sink: Arc<dyn ImageSink>,
+        store: Arc<dyn Store>,
+        found: Found,
+        hold: Box<dyn std::any::Any + Send + Sync>,
+    ) -> Dest {
+        Dest {
+            sink,
+            store,
+            found,
+            _hold: hold,
+        }
+    }
+}
+
+/// Opens `loc` for a job: takes its lock or lease (or fails with [`Error::Busy`]), finds
+/// what an earlier run left there, and opens or creates it as `opts` says.
+pub fn open_dest(loc: &Location, opts: &SinkOptions) -> Result<Dest> {
     match loc {
-        Location::Path(path) => Ok(Box::new(file::FileSink::create(path, opts)?)),
-        Location::Rbd(spec) => Ok(Box::new(rbd::RbdSink::open(spec, opts)?)),
+        Location::Path(path) => {
+            let label = path.display().to_string();
+            let names = stage::Names::of(path);
+            let lock = stage::Lock::take(&names, &label)?;
+            let (sink, found) = file::FileSink::open(path, &names, opts)?;
+            let store = stage::FileStore::new(&names, &label);
+            Ok(Dest::new(
+                Arc::new(sink),
+                Arc::new(store),
+                found,
+                Box::new(lock),
+            ))
+        }
+        Location::Rbd(spec) => rbd::open_dest(spec, opts),
+        Location::Stdio => Err(no_stream()),
+    }
+}
+
+/// Removes what a run staged for destination `loc` (a staged image or file) and its
+/// progress record, and nothing else. Returns whether there was anything; fails with
+/// [`Error::Busy`] while a live run holds it.
+pub fn discard(loc: &Location, access: &Access) -> Result<bool> {
+    match loc {
+        Location::Path(path) => {
+            let label = path.display().to_string();
+            let names = stage::Names::of(path);
+            let _lock = stage::Lock::take(&names, &label)?;
+            let staged = stage::remove(&names.staged, &label)?;
+            let record = stage::remove(&names.record, &label)?;
+            if staged || record {
+                stage::sync_dir(path, &label)?;
+            }
+            Ok(staged || record)
+        }
+        Location::Rbd(spec) => rbd::discard(spec, access),
         Location::Stdio => Err(no_stream()),
     }
 }

@@ -1,16 +1,16 @@
 //! RBD images as sources (read-only, at a snapshot, optionally since a base snapshot) and
 //! sinks (a new image under a temporary name, renamed at the end; or an existing one in place).
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
 use librbd_sys as sys;
 
-use super::{SinkOptions, SourceOptions};
+use super::{Dest, Found, SinkOptions, SourceOptions, Store};
 use crate::engine::{Block, Done, Extent, ImageSink, ImageSource, Layout};
 use crate::error::{Error, Result};
+use crate::fault;
 use crate::location::RbdSpec;
-use crate::rbd::{Access, Cluster, CreateOptions, Image, Pool, Stat};
+use crate::rbd::{Access, Cluster, CreateOptions, Image, Lease, Pool, Stat};
 
 /// Features a new image may copy from its source; the rest need set-up the destination
 /// cluster may lack (journaling, a data pool) or describe state, not shape.
@@ -28,6 +28,7 @@ fn access(spec: &RbdSpec, defaults: &Access) -> Access {
         id: spec.id.clone().unwrap_or_else(|| defaults.id.clone()),
         keyring: spec.keyring.clone().or_else(|| defaults.keyring.clone()),
         timeout_secs: defaults.timeout_secs,
+        op_timeout_secs: defaults.op_timeout_secs,
     }
 }
 
@@ -82,6 +83,7 @@ pub struct RbdSource {
     stat: Stat,
     base: Option<String>,
     whole_object: bool,
+    identity: Vec<(String, String)>,
 }
 
 impl RbdSource {
@@ -90,7 +92,7 @@ impl RbdSource {
         let label = spec.to_string();
         let pool = pool(spec, &opts.access)?;
         let image = match Image::open_read_only(&pool, &spec.image, spec.snap.as_deref(), &label) {
-            Err(Error::Open { err, .. }) if err.raw_os_error() == Some(2) => {
+            Err(Error::Open { err, .. }) if err.raw_os_error() == Some(libc::ENOENT) => {
                 return Err(missing(&pool, spec));
             }
             other => other?,
@@ -107,12 +109,25 @@ impl RbdSource {
         // Whole-object mode is exact only with a valid fast-diff map; without one librbd
         // would scan every object anyway, so exact extents cost no more.
         let whole_object = opts.whole_object && stat.fast_diff();
+        let mut identity = vec![
+            ("cluster fsid".to_owned(), pool.cluster().fsid()?),
+            ("pool id".to_owned(), pool.id().to_string()),
+            ("image id".to_owned(), image.id()?),
+        ];
+        if let Some(snap) = &spec.snap {
+            identity.push(("snapshot id".into(), image.snap_id(snap)?.to_string()));
+        }
+        if let Some(base) = &opts.base {
+            identity.push(("base snapshot id".into(), image.snap_id(base)?.to_string()));
+        }
+        identity.push(("size".into(), stat.size.to_string()));
         Ok(RbdSource {
             image,
             label,
             stat,
             base: opts.base.clone(),
             whole_object,
+            identity,
         })
     }
 
@@ -162,89 +177,193 @@ impl ImageSource for RbdSource {
         self.diff()
     }
 
+    fn identity(&self) -> Vec<(String, String)> {
+        self.identity.clone()
+    }
+
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
         self.image.read(offset, buf)
     }
 }
 
-/// An RBD image being written: a new one under a temporary name, renamed into place by
-/// `finish` (and removed on drop if never finished), or an existing one written in place.
+/// The suffix of a staged image's name.
+const STAGED: &str = ".rbdcp-partial";
+/// The image-meta key of a job's progress record.
+const RECORD_KEY: &str = "rbdcp.resume";
+
+/// The image-meta key of the provenance of snapshot `snap`.
+fn provenance_key(snap: &str) -> String {
+    format!("rbdcp.snap.{snap}")
+}
+
+/// Opens `spec` for a job: takes its lease, finds what an earlier run left (a staged
+/// `IMAGE.rbdcp-partial` with its record, a record in the image itself, or the finished
+/// snapshot), and opens or creates the image to write as `opts` says.
+pub fn open_dest(spec: &RbdSpec, opts: &SinkOptions) -> Result<Dest> {
+    let spec = spec.head();
+    let label = spec.to_string();
+    let pool = pool(&spec, &opts.access)?;
+    let lease = Lease::take(&pool, &spec.image, &label)?;
+    let staged_name = format!("{}{STAGED}", spec.image);
+    let mut staged = open_existing(&pool, &staged_name, &label)?;
+    let mut target = open_existing(&pool, &spec.image, &label)?;
+    if opts.restart {
+        if staged.take().is_some() {
+            Image::remove(&pool, &staged_name, &label)?;
+        }
+        if let Some(image) = &target {
+            image.meta_remove(RECORD_KEY)?;
+        }
+    }
+    if let Some(image) = staged.take() {
+        if image.meta_get(RECORD_KEY)?.is_some() {
+            let sink = RbdSink::new(image, pool, &spec, Some(staged_name), opts)?;
+            return Ok(dest(sink, Found::Staged, lease));
+        }
+        // Created by a run killed before its first record: nothing in it counts.
+        drop(image);
+        Image::remove(&pool, &staged_name, &label)?;
+    }
+    if let (Some(image), Some(snap)) = (&target, &opts.snap) {
+        if image.snap_exists(snap)? {
+            let made = image.meta_get(&provenance_key(snap))?;
+            if made.is_some() && made == opts.provenance {
+                let image = target.take().expect("checked above");
+                let sink = RbdSink::new(image, pool, &spec, None, opts)?;
+                return Ok(dest(sink, Found::Complete, lease));
+            }
+            return Err(Error::SnapExists {
+                image: label,
+                snap: snap.clone(),
+            });
+        }
+    }
+    let recorded = match &target {
+        Some(image) => image.meta_get(RECORD_KEY)?.is_some(),
+        None => false,
+    };
+    let (image, temp, found) = match (target, &opts.base) {
+        (Some(image), _) if recorded => (image, None, Found::Recorded),
+        (None, Some(base)) => {
+            return Err(Error::Unsupported(format!(
+                "{label} does not exist; an incremental copy (--from-snap {base}) needs it to hold snapshot {base:?}"
+            )));
+        }
+        (Some(image), Some(base)) => {
+            if !image.snap_exists(base)? {
+                return Err(Error::NoSnap {
+                    image: label,
+                    snap: base.clone(),
+                });
+            }
+            (image, None, Found::Fresh)
+        }
+        (Some(_), None) if !opts.overwrite && !opts.update => {
+            return Err(Error::Exists { image: label })
+        }
+        (Some(image), None) => (image, None, Found::Fresh),
+        (None, None) => {
+            create(&pool, &staged_name, opts, &label)?;
+            let image = Image::open(&pool, &staged_name, &label)?;
+            (image, Some(staged_name), Found::Fresh)
+        }
+    };
+    let sink = RbdSink::new(image, pool, &spec, temp, opts)?;
+    Ok(dest(sink, found, lease))
+}
+
+fn dest(sink: RbdSink, found: Found, lease: Lease) -> Dest {
+    let store = RbdStore {
+        image: Arc::clone(&sink.image),
+    };
+    Dest::new(Arc::new(sink), Arc::new(store), found, Box::new(lease))
+}
+
+/// Opens `name` for writing, or `None` when there is no such image.
+fn open_existing(pool: &Arc<Pool>, name: &str, label: &str) -> Result<Option<Image>> {
+    match Image::open(pool, name, label) {
+        Ok(image) => Ok(Some(image)),
+        Err(Error::Open { err, .. }) if err.raw_os_error() == Some(libc::ENOENT) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Removes the staged image of `spec` and the progress record in `spec` itself.
+pub fn discard(spec: &RbdSpec, access: &Access) -> Result<bool> {
+    let spec = spec.head();
+    let label = spec.to_string();
+    let pool = pool(&spec, access)?;
+    let _lease = Lease::take(&pool, &spec.image, &label)?;
+    let staged_name = format!("{}{STAGED}", spec.image);
+    let mut any = false;
+    if open_existing(&pool, &staged_name, &label)?.is_some() {
+        Image::remove(&pool, &staged_name, &label)?;
+        any = true;
+    }
+    if let Some(image) = open_existing(&pool, &spec.image, &label)? {
+        if image.meta_get(RECORD_KEY)?.is_some() {
+            image.meta_remove(RECORD_KEY)?;
+            any = true;
+        }
+    }
+    Ok(any)
+}
+
+/// A progress record in the destination image's own image-meta.
+struct RbdStore {
+    image: Arc<Image>,
+}
+
+impl Store for RbdStore {
+    fn load(&self) -> Result<Option<String>> {
+        self.image.meta_get(RECORD_KEY)
+    }
+
+    fn save(&self, record: &str) -> Result<()> {
+        self.image.meta_set(RECORD_KEY, record)
+    }
+
+    fn clear(&self) -> Result<()> {
+        self.image.meta_remove(RECORD_KEY)
+    }
+}
+
+/// An RBD image being written: a new one under its staged name, renamed into place by
+/// `finish`, or an existing one written in place. A failed or killed run leaves the
+/// staged image for a rerun to resume.
 #[derive(Debug)]
 pub struct RbdSink {
-    /// `None` only while being dropped.
-    image: Option<Image>,
+    image: Arc<Image>,
     pool: Arc<Pool>,
     spec: RbdSpec,
     label: String,
-    /// The temporary name of a new image, renamed to `spec.image` by `finish`.
+    /// The staged name of a new image, renamed to `spec.image` by `finish`.
     temp: Option<String>,
-    /// The snapshot `finish` creates.
+    /// The snapshot `finish` creates, and what to record with it.
     snap: Option<String>,
+    provenance: Option<String>,
     object_size: u64,
-    finished: AtomicBool,
 }
 
 impl RbdSink {
-    /// Opens or creates `spec` as `opts` says. Everything that can be checked is checked
-    /// here, before a byte is written: the base snapshot for an incremental copy, a snapshot
-    /// that already exists, an image that exists without `--overwrite`.
-    pub fn open(spec: &RbdSpec, opts: &SinkOptions) -> Result<RbdSink> {
-        let spec = spec.head();
-        let label = spec.to_string();
-        let pool = pool(&spec, &opts.access)?;
-        let existing = match Image::open(&pool, &spec.image, &label) {
-            Ok(image) => Some(image),
-            Err(Error::Open { err, .. }) if err.raw_os_error() == Some(2) => None,
-            Err(e) => return Err(e),
-        };
-        let (image, temp) = match (existing, &opts.base) {
-            (None, Some(base)) => {
-                return Err(Error::Unsupported(format!(
-                    "{label} does not exist; an incremental copy (--from-snap {base}) needs it to hold snapshot {base:?}"
-                )));
-            }
-            (Some(image), Some(base)) => {
-                if !image.snap_exists(base)? {
-                    return Err(Error::NoSnap {
-                        image: label,
-                        snap: base.clone(),
-                    });
-                }
-                (image, None)
-            }
-            (Some(_), None) if !opts.overwrite => return Err(Error::Exists { image: label }),
-            (Some(image), None) => (image, None),
-            (None, None) => {
-                let temp = format!("{}.rbdcp-partial.{}", spec.image, std::process::id());
-                create(&pool, &temp, opts, &label)?;
-                let image = Image::open(&pool, &temp, &label)?;
-                (image, Some(temp))
-            }
-        };
-        let mut sink = RbdSink {
-            object_size: 0,
-            image: Some(image),
+    fn new(
+        image: Image,
+        pool: Arc<Pool>,
+        spec: &RbdSpec,
+        temp: Option<String>,
+        opts: &SinkOptions,
+    ) -> Result<RbdSink> {
+        let object_size = image.stat()?.object_size;
+        Ok(RbdSink {
+            image: Arc::new(image),
             pool,
-            spec,
-            label,
+            spec: spec.clone(),
+            label: spec.to_string(),
             temp,
             snap: opts.snap.clone(),
-            finished: AtomicBool::new(false),
-        };
-        if let Some(snap) = &sink.snap {
-            if sink.image().snap_exists(snap)? {
-                return Err(Error::SnapExists {
-                    image: sink.label.clone(),
-                    snap: snap.clone(),
-                });
-            }
-        }
-        sink.object_size = sink.image().stat()?.object_size;
-        Ok(sink)
-    }
-
-    fn image(&self) -> &Image {
-        self.image.as_ref().expect("the image is open until drop")
+            provenance: opts.provenance.clone(),
+            object_size,
+        })
     }
 }
 
@@ -263,7 +382,11 @@ fn create(pool: &Arc<Pool>, name: &str, opts: &SinkOptions, label: &str) -> Resu
     };
     match Image::create(pool, name, opts.size, &create, label) {
         Err(Error::Open { err, .. })
-            if create.features.is_some() && matches!(err.raw_os_error(), Some(22 | 38 | 95)) =>
+            if create.features.is_some()
+                && matches!(
+                    err.raw_os_error(),
+                    Some(libc::EINVAL | libc::ENOSYS | libc::EOPNOTSUPP)
+                ) =>
         {
             create.features = None;
             Image::create(pool, name, opts.size, &create, label)
@@ -286,14 +409,14 @@ impl ImageSink for RbdSink {
     }
 
     fn resize(&self, size: u64) -> Result<()> {
-        if self.image().stat()?.size != size {
-            self.image().resize(size)?;
+        if self.image.stat()?.size != size {
+            self.image.resize(size)?;
         }
         Ok(())
     }
 
     fn write_at(&self, offset: u64, data: &[u8]) -> Result<()> {
-        self.image().write(offset, data)
+        self.image.write(offset, data)
     }
 
     fn write_zeroes(&self, offset: u64, len: u64) -> Result<()> {
@@ -302,7 +425,7 @@ impl ImageSink for RbdSink {
         if self.zeroed() {
             return Ok(());
         }
-        self.image().write_zeroes(offset, len)
+        self.image.write_zeroes(offset, len)
     }
 
     fn asynchronous(&self) -> bool {
@@ -310,7 +433,7 @@ impl ImageSink for RbdSink {
     }
 
     fn write_async(&self, offset: u64, data: Block, done: Done) {
-        self.image().write_async(offset, data, move |result, data| {
+        self.image.write_async(offset, data, move |result, data| {
             done(result);
             drop(data);
         });
@@ -320,40 +443,36 @@ impl ImageSink for RbdSink {
         if self.zeroed() {
             return done(Ok(()));
         }
-        self.image().zero_async(offset, len, done);
+        self.image.zero_async(offset, len, done);
     }
 
     fn flush(&self) -> Result<()> {
-        self.image().flush()
+        self.image.flush()
     }
 
     fn finish(&self) -> Result<()> {
         self.flush()?;
+        fault::point("after-write");
         if let Some(temp) = &self.temp {
             Image::rename(&self.pool, temp, &self.spec.image, &self.label).map_err(
                 |e| match e {
-                    Error::Open { err, .. } if err.raw_os_error() == Some(17) => Error::Exists {
-                        image: self.label.clone(),
-                    },
+                    Error::Open { err, .. } if err.raw_os_error() == Some(libc::EEXIST) => {
+                        Error::Exists {
+                            image: self.label.clone(),
+                        }
+                    }
                     e => e,
                 },
             )?;
+            fault::point("after-rename");
         }
-        self.finished.store(true, Ordering::Relaxed);
         if let Some(snap) = &self.snap {
-            self.image().snap_create(snap)?;
+            if let Some(made) = &self.provenance {
+                self.image.meta_set(&provenance_key(snap), made)?;
+            }
+            self.image.snap_create(snap)?;
+            fault::point("after-snap");
         }
         Ok(())
-    }
-}
-
-impl Drop for RbdSink {
-    fn drop(&mut self) {
-        drop(self.image.take());
-        if let (Some(temp), false) = (&self.temp, self.finished.load(Ordering::Relaxed)) {
-            // Best effort: a failed copy leaves no partial image behind. If this fails too,
-            // the temporary name says what it is.
-            let _ = Image::remove(&self.pool, temp, &self.label);
-        }
     }
 }

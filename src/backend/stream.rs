@@ -251,6 +251,37 @@ pub struct Pieces<R> {
     sums: Option<(Sidecar, usize)>,
     name: String,
     buffers: Option<Arc<Buffers>>,
+    /// The stream file, for a resume to seek in.
+    file: Option<File>,
+    /// The crc32 of the stream up to each record boundary read, for checkpoints to take.
+    marks: Option<Marks>,
+    /// A resume that reads the stream from the start: the offset it resumes at and the
+    /// crc32 the bytes before it must have.
+    expect: Option<(u64, u32)>,
+    /// After a seek, sidecar entries before the first record read are skipped.
+    seeked: bool,
+    /// Data bytes of the records read so far (of the stream's, after a seek).
+    data: u64,
+}
+
+/// At each record boundary read and not yet taken: the crc32 of the stream's bytes before
+/// it, and the data bytes of the records before it.
+pub type Marks = Arc<Mutex<std::collections::BTreeMap<u64, (u32, u64)>>>;
+
+/// Bytes before a resume offset whose crc32 identifies a stream file (with its header
+/// and length) without reading all of it again.
+pub const WINDOW: u64 = 64 << 10;
+
+/// The crc32 of the (up to) [`WINDOW`] bytes of `path` before `offset`.
+pub fn window_crc(path: &Path, offset: u64) -> Result<u32> {
+    use std::os::unix::fs::FileExt;
+    let name = path.display().to_string();
+    let file = File::open(path).map_err(|e| Error::open("open", &name, e))?;
+    let start = offset.saturating_sub(WINDOW);
+    let mut buf = vec![0; (offset - start) as usize];
+    file.read_exact_at(&mut buf, start)
+        .map_err(|e| Error::io("read", &name, start, e))?;
+    Ok(crc32fast::hash(&buf))
 }
 
 /// Opens the stream at `loc` (`-` or a path) and reads its header.
@@ -258,11 +289,16 @@ pub fn open_stream(
     loc: &Location,
     sums: Option<Sidecar>,
 ) -> Result<(Header, Pieces<Box<dyn Read + Send>>)> {
+    let mut seekable = None;
     let (input, name): (Box<dyn Read + Send>, String) = match loc {
         Location::Stdio => (Box::new(io::stdin()), "-".into()),
         Location::Path(path) => {
             let name = path.display().to_string();
             let file = File::open(path).map_err(|e| Error::open("open", &name, e))?;
+            seekable = Some(
+                file.try_clone()
+                    .map_err(|e| Error::open("open", &name, e))?,
+            );
             (
                 Box::new(io::BufReader::with_capacity(IN_BUFFER, file)),
                 name,
@@ -283,8 +319,38 @@ pub fn open_stream(
             sums: sums.map(|s| (s, 0)),
             name,
             buffers: None,
+            file: seekable,
+            marks: None,
+            expect: None,
+            seeked: false,
+            data: 0,
         },
     ))
+}
+
+impl Pieces<Box<dyn Read + Send>> {
+    /// Resumes at stream offset `offset` (a record boundary a checkpoint recorded), whose
+    /// preceding bytes have crc32 `crc`: a file is read on from there; standard input is
+    /// read from where it is, its records before `offset` skipped by the engine (see
+    /// `Options::start`), and the stream is refused if its bytes up to `offset` differ.
+    pub fn resume_at(&mut self, offset: u64, crc: u32, size: u64, data: u64) -> Result<()> {
+        let Some(file) = &self.file else {
+            self.expect = Some((offset, crc));
+            return Ok(());
+        };
+        use std::io::Seek;
+        let mut file = file
+            .try_clone()
+            .map_err(|e| Error::open("open", &self.name, e))?;
+        file.seek(io::SeekFrom::Start(offset))
+            .map_err(|e| Error::io("seek", &self.name, offset, e))?;
+        let input: Box<dyn Read + Send> = Box::new(io::BufReader::with_capacity(IN_BUFFER, file));
+        self.reader = Reader::resume(input, &self.name, size, offset, crc);
+        self.first = None;
+        self.seeked = true;
+        self.data = data;
+        Ok(())
+    }
 }
 
 impl<R: Read> Pieces<R> {
@@ -295,8 +361,55 @@ impl<R: Read> Pieces<R> {
         self
     }
 
+    /// The same pieces, publishing the stream's crc32 at each record boundary to `marks`.
+    pub fn marks(mut self, marks: Marks) -> Self {
+        self.marks = Some(marks);
+        self
+    }
+
+    /// Publishes the crc32 of the stream before the record just read and after it; checks
+    /// them where a resume expects one.
+    fn boundaries(&mut self, data: u64) -> Result<()> {
+        let start = (self.reader.record_offset(), self.reader.record_crc());
+        let end = (self.reader.position(), self.reader.crc());
+        if let Some(marks) = &self.marks {
+            let mut marks = marks.lock().unwrap();
+            marks.insert(start.0, (start.1, self.data - data));
+            marks.insert(end.0, (end.1, self.data));
+        }
+        let Some((at, want)) = self.expect else {
+            return Ok(());
+        };
+        match [start, end].into_iter().find(|&(pos, _)| pos == at) {
+            Some((_, crc)) if crc == want => {
+                self.expect = None;
+                Ok(())
+            }
+            Some(_) => Err(self.changed(at)),
+            None if end.0 > at => Err(self.changed(at)),
+            None => Ok(()),
+        }
+    }
+
+    fn changed(&self, at: u64) -> Error {
+        Error::Refused {
+            image: self.name.clone(),
+            reason: format!(
+                "the stream is not the one the progress record was made for: its first {at} bytes differ (run with --restart to apply it from the start)"
+            ),
+        }
+    }
+
     fn piece(&mut self, record: Record) -> Result<Piece> {
         let at = self.reader.record_offset();
+        let piece = self.read_piece(record, at)?;
+        let data = piece.data.as_ref().map_or(0, |d| d.len() as u64);
+        self.data += data;
+        self.boundaries(data)?;
+        Ok(piece)
+    }
+
+    fn read_piece(&mut self, record: Record, at: u64) -> Result<Piece> {
         match record {
             Record::Zero { offset, len } => Ok(Piece {
                 chunk: Chunk {
@@ -305,6 +418,7 @@ impl<R: Read> Pieces<R> {
                     data: false,
                 },
                 data: None,
+                span: (at, self.reader.position()),
             }),
             Record::Write { offset, len } => {
                 if len > MAX_RECORD {
@@ -328,6 +442,7 @@ impl<R: Read> Pieces<R> {
                         data: true,
                     },
                     data: Some(data),
+                    span: (at, self.reader.position()),
                 })
             }
         }
@@ -338,6 +453,12 @@ impl<R: Read> Pieces<R> {
         let Some((sums, next)) = &mut self.sums else {
             return Ok(());
         };
+        if std::mem::take(&mut self.seeked) {
+            // Resumed in the middle: the entries of the records before are not checked.
+            while sums.records.get(*next).is_some_and(|&(o, _, _)| o < offset) {
+                *next += 1;
+            }
+        }
         let want = sums.records.get(*next).copied();
         *next += 1;
         let crc = crc32fast::hash(data);

@@ -13,7 +13,10 @@ Locations:
 
 Sizes and rates: 4096, 4K, 4M, 1G, 200MiB, 1.5GiB (K, M, G, T are powers of 1024).
 
-Exit status: 0 success, 1 the job failed (or the images differ), 2 usage error.";
+Exit status: 0 done (or nothing left to do); 1 the job failed (or the images differ), a retry
+may help: a rerun of the same command resumes it; 2 usage, configuration or permission error,
+do not retry; 3 refused until an operator decides (a progress record made for another source);
+4 busy: another run holds the destination; 130/143 stopped by SIGINT/SIGTERM (resumable).";
 
 /// Copies RBD and raw block-device images fast: in parallel, sparse, under bandwidth and IOPS limits.
 #[derive(Debug, Parser)]
@@ -41,6 +44,31 @@ pub struct ClusterArgs {
     /// Seconds to wait for a cluster's monitors before failing.
     #[arg(long, value_name = "SECS", default_value_t = 30, global = true, value_parser = clap::value_parser!(u64).range(1..))]
     pub connect_timeout: u64,
+    /// Seconds an OSD or monitor operation may take before it fails (and is retried) instead of waiting forever on a dead OSD.
+    #[arg(long, value_name = "SECS", default_value_t = 60, global = true, value_parser = clap::value_parser!(u64).range(1..))]
+    pub op_timeout: u64,
+}
+
+/// How transient errors (time-outs, dropped connections, EAGAIN, EBUSY) are retried.
+#[derive(Debug, Args)]
+pub struct RetryArgs {
+    /// Retries of a failed read or write after the first attempt, with exponential backoff and jitter (0: none).
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    pub retries: u32,
+    /// The longest wait between two attempts, in seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    pub retry_max_wait: u64,
+}
+
+/// How a job records its progress, and what to do with an earlier run's.
+#[derive(Debug, Args)]
+pub struct ResumeArgs {
+    /// Seconds between two progress records (a rerun after a kill redoes at most about this much work).
+    #[arg(long, value_name = "SECS", default_value_t = 5.0, value_parser = positive_secs)]
+    pub checkpoint_interval: f64,
+    /// Throw away an earlier run's progress record and staged image or file, and start over.
+    #[arg(long)]
+    pub restart: bool,
 }
 
 /// The subcommands.
@@ -61,6 +89,19 @@ pub enum Command {
     /// Apply an `rbd export-diff` v1 stream to an image, many writes in flight.
     #[command(name = "import-diff", after_help = AFTER_HELP)]
     ImportDiff(ImportDiffArgs),
+    /// Remove what an interrupted run staged for DST (a staged image or file) and its progress record; nothing else.
+    #[command(after_help = AFTER_HELP)]
+    Discard(DiscardArgs),
+}
+
+/// `rbdcp discard`.
+#[derive(Debug, Args)]
+pub struct DiscardArgs {
+    /// The destination as the interrupted command named it.
+    #[arg(value_name = "DST")]
+    pub dst: String,
+    #[command(flatten)]
+    pub output: OutputArgs,
 }
 
 /// Bandwidth and IOPS limits.
@@ -111,6 +152,8 @@ pub struct ExportDiffArgs {
     #[command(flatten)]
     pub limits: LimitArgs,
     #[command(flatten)]
+    pub retry: RetryArgs,
+    #[command(flatten)]
     pub output: OutputArgs,
 }
 
@@ -131,6 +174,10 @@ pub struct ImportDiffArgs {
     pub jobs: Option<u16>,
     #[command(flatten)]
     pub limits: LimitArgs,
+    #[command(flatten)]
+    pub retry: RetryArgs,
+    #[command(flatten)]
+    pub resume: ResumeArgs,
     #[command(flatten)]
     pub output: OutputArgs,
 }
@@ -178,6 +225,10 @@ pub struct CopyArgs {
     #[arg(long)]
     pub no_preallocate: bool,
     #[command(flatten)]
+    pub retry: RetryArgs,
+    #[command(flatten)]
+    pub resume: ResumeArgs,
+    #[command(flatten)]
     pub output: OutputArgs,
 }
 
@@ -219,7 +270,16 @@ pub struct VerifyArgs {
     #[command(flatten)]
     pub workers: Workers,
     #[command(flatten)]
+    pub retry: RetryArgs,
+    #[command(flatten)]
     pub output: OutputArgs,
+}
+
+fn positive_secs(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(s) if s > 0.0 && s.is_finite() => Ok(s),
+        _ => Err(format!("{text:?} is not a positive number of seconds")),
+    }
 }
 
 fn nonzero_size(text: &str) -> Result<u64, String> {

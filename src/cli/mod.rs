@@ -7,19 +7,26 @@ mod streams;
 
 use std::io::{self, Write};
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
-use anyhow::{Context, Result};
-use rbdcp::backend::{open_sink, open_source, Access, SinkOptions, SourceOptions};
-use rbdcp::engine::{self, check_sums, compare, default_jobs, Limits, Options, Report, Throttle};
+use anyhow::{Context as _, Result};
+use rbdcp::backend::retry::{Policy, Retry};
+use rbdcp::backend::{open_source, Access, SourceOptions};
+use rbdcp::engine::{compare, default_jobs, ImageSource, Limits, Throttle, DEFAULT_EVERY};
+use rbdcp::job::{self, Context, Outcome};
 use rbdcp::size::human;
 use rbdcp::Location;
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::flag;
+use signal_hook::iterator::Signals;
 
 use args::{
-    ClusterArgs, Command, CopyArgs, DiffArgs, Format, LimitArgs, OutputArgs, VerifyArgs, Workers,
+    ClusterArgs, Command, CopyArgs, DiffArgs, DiscardArgs, Format, LimitArgs, OutputArgs,
+    ResumeArgs, RetryArgs, VerifyArgs, Workers,
 };
-use report::{CopyJson, ErrorJson, ExtentJson, VerifyJson};
+use report::{CopyJson, DiscardJson, ErrorJson, ExtentJson, VerifyJson};
 
 /// A mistake in how rbdcp was called: exit status 2.
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +47,7 @@ pub fn run(command: Command, cluster: &ClusterArgs) -> Result<ExitCode> {
         Command::Verify(a) => verify(a, &access),
         Command::ExportDiff(a) => streams::export_diff(a, &access),
         Command::ImportDiff(a) => streams::import_diff(a, &access),
+        Command::Discard(a) => discard(a, &access),
     }
 }
 
@@ -52,6 +60,7 @@ fn access(c: &ClusterArgs) -> Access {
         }),
         keyring: c.keyring.clone(),
         timeout_secs: c.connect_timeout,
+        op_timeout_secs: c.op_timeout,
     }
 }
 
@@ -70,22 +79,43 @@ pub fn wants_json(command: &Command) -> bool {
         Command::Diff(a) => a.format == Format::Json,
         Command::ExportDiff(a) => a.output.json,
         Command::ImportDiff(a) => a.output.json,
+        Command::Discard(a) => a.output.json,
     }
 }
 
-/// A flag that turns true on the first SIGINT or SIGTERM, so a copy stops cleanly: running
-/// chunks finish and a partial destination is removed. A second signal exits at once.
+/// The number of the signal that stopped the run; 0 while none did.
+fn signalled() -> &'static Arc<AtomicUsize> {
+    static SIGNALLED: OnceLock<Arc<AtomicUsize>> = OnceLock::new();
+    SIGNALLED.get_or_init(Arc::default)
+}
+
+/// The exit status of a run that a signal stopped: 130 for SIGINT, 143 for SIGTERM.
+pub fn signal_exit() -> Option<u8> {
+    match signalled().load(Ordering::SeqCst) {
+        0 => None,
+        n => Some(128 + n as u8),
+    }
+}
+
+/// A flag that turns true on the first SIGINT or SIGTERM, so a job stops cleanly: running
+/// chunks finish, the progress is recorded and the staged destination kept. A second
+/// signal exits at once.
 fn interrupt_flag() -> Arc<AtomicBool> {
     let flag = Arc::new(AtomicBool::new(false));
-    let set = Arc::clone(&flag);
-    let handler = move || {
-        if set.swap(true, Ordering::SeqCst) {
-            std::process::exit(130);
-        }
-        eprintln!("rbdcp: stopping: finishing the chunks in flight (again to quit at once)");
-    };
-    // Without a handler (one already set) signals keep their default action.
-    let _ = ctrlc::set_handler(handler);
+    for signal in [SIGINT, SIGTERM] {
+        // In this order: the second signal finds the flag set and exits; the first sets it
+        // and says which signal it was. Without handlers, signals keep their default action.
+        let _ = flag::register_conditional_shutdown(signal, 128 + signal, Arc::clone(&flag));
+        let _ = flag::register_usize(signal, Arc::clone(signalled()), signal as usize);
+        let _ = flag::register(signal, Arc::clone(&flag));
+    }
+    if let Ok(mut signals) = Signals::new([SIGINT, SIGTERM]) {
+        std::thread::spawn(move || {
+            if signals.forever().next().is_some() {
+                eprintln!("rbdcp: stopping: finishing the chunks in flight and recording the progress (again to quit at once)");
+            }
+        });
+    }
     flag
 }
 
@@ -108,6 +138,35 @@ fn throttle(l: &LimitArgs) -> Throttle {
     })
 }
 
+/// The context of a job run from the command line.
+fn context(
+    access: &Access,
+    limits: &LimitArgs,
+    retry: &RetryArgs,
+    resume: Option<&ResumeArgs>,
+    out: &OutputArgs,
+) -> Context {
+    let cancel = interrupt_flag();
+    let bars = !out.no_progress;
+    Context {
+        access: access.clone(),
+        throttle: throttle(limits),
+        retry: Policy {
+            retries: retry.retries,
+            max_wait: Duration::from_secs(retry.retry_max_wait),
+            cancel: Some(Arc::clone(&cancel)),
+            ..Policy::default()
+        },
+        cancel,
+        bars: Box::new(move |label| progress::pick(bars, label)),
+        checkpoint_every: resume.map_or(DEFAULT_EVERY, |r| {
+            Duration::from_secs_f64(r.checkpoint_interval)
+        }),
+        restart: resume.is_some_and(|r| r.restart),
+        ..Context::default()
+    }
+}
+
 /// Ends a job that moved data: its JSON report with `--json`, else one line on standard
 /// error when a progress bar was shown ("copied A to B: ...").
 fn finish_report(
@@ -115,15 +174,25 @@ fn finish_report(
     (done, to_word): (&str, &str),
     from: &Location,
     to: &Location,
-    r: &Report,
-    verified: Option<bool>,
+    outcome: &Outcome,
+    retries: u64,
 ) -> Result<()> {
     let (from, to) = (from.to_string(), to.to_string());
+    let r = &outcome.report;
     if out.json {
-        print_json(&CopyJson::new(&from, &to, r, verified))?;
+        print_json(&CopyJson::new(&from, &to, outcome, retries))?;
+    } else if outcome.complete {
+        eprintln!("rbdcp: {to} already holds this {done} job's result: nothing to do");
     } else if progress::shown(!out.no_progress) {
+        let resumed = match r.resumed_from {
+            Some(at) => format!(
+                " (resumed at {at}, {} not copied again)",
+                human(r.bytes_skipped)
+            ),
+            None => String::new(),
+        };
         eprintln!(
-            "{done} {from} {to_word} {to}: {} read, {} written, {} zeroed in {:.1} s ({}/s)",
+            "{done} {from} {to_word} {to}: {} read, {} written, {} zeroed in {:.1} s ({}/s){resumed}",
             human(r.bytes_read),
             human(r.bytes_written),
             human(r.bytes_zero),
@@ -140,97 +209,59 @@ fn jobs(w: &Workers) -> usize {
 }
 
 fn copy(a: CopyArgs, access: &Access) -> Result<ExitCode> {
-    let (src_loc, dst_loc) = (location(&a.src)?, location(&a.dst)?);
-    if src_loc == dst_loc {
-        return Err(Usage(format!(
-            "source and destination are the same image: {src_loc}"
-        ))
-        .into());
-    }
-    let src_snap = match &src_loc {
-        Location::Rbd(spec) => spec.snap.clone(),
-        _ => None,
-    };
-    if a.from_snap.is_some() && a.from_snap == src_snap {
-        return Err(Usage(format!(
-            "--from-snap names the source's own snapshot: {src_loc}"
-        ))
-        .into());
-    }
-    let base = a.from_snap.clone();
-    let src_opts = SourceOptions {
-        base: base.clone(),
+    let (src, dst) = (location(&a.src)?, location(&a.dst)?);
+    let job = job::copy::Copy {
+        src: src.clone(),
+        dst: dst.clone(),
+        from_snap: a.from_snap.clone(),
+        dst_snap: !a.no_dst_snap,
         whole_object: a.whole_object,
-        ..source_opts(access)
-    };
-    let src = open_source(&src_loc, &src_opts)?;
-    let sink_opts = SinkOptions {
+        verify: a.verify,
         overwrite: a.overwrite,
-        base,
-        snap: src_snap.filter(|_| !a.no_dst_snap),
-        size: src.size(),
-        layout: src.layout(),
-        access: access.clone(),
-    };
-    let dst = open_sink(&dst_loc, &sink_opts)?;
-    let jobs = jobs(&a.workers);
-    let opts = Options {
-        jobs,
-        chunk_size: a.workers.chunk_size,
         preallocate: !a.no_preallocate,
-        cancel: Some(interrupt_flag()),
-        keep_sums: a.verify,
-        ..Options::default()
+        jobs: a.workers.jobs.map(usize::from),
+        chunk_size: a.workers.chunk_size,
     };
-    let throttle = throttle(&a.limits);
-    let bar = progress::pick(!a.output.no_progress, "copy");
-    let report = engine::copy(src.as_ref(), dst.as_ref(), &opts, &throttle, bar.as_ref())
-        .with_context(|| format!("copying {src_loc} to {dst_loc}"))?;
-    drop(dst);
-    let mismatch = match a.verify {
-        true => check_copy(&dst_loc, &report, jobs, access, !a.output.no_progress)?,
-        false => None,
-    };
-    let verified = a.verify.then_some(mismatch.is_none());
+    let ctx = context(access, &a.limits, &a.retry, Some(&a.resume), &a.output);
+    let outcome =
+        job::copy::copy(&job, &ctx).map_err(|e| failed(e, &format!("copying {src} to {dst}")))?;
     finish_report(
         &a.output,
         ("copied", "to"),
-        &src_loc,
-        &dst_loc,
-        &report,
-        verified,
+        &src,
+        &dst,
+        &outcome,
+        ctx.retries(),
     )?;
-    match mismatch {
-        Some(msg) => Err(Differ(format!("verification failed: {msg} (source {src_loc})")).into()),
+    match outcome.mismatch {
+        Some(msg) => Err(Differ(format!("verification failed: {msg} (source {src})")).into()),
         None => Ok(ExitCode::SUCCESS),
     }
 }
 
-/// Re-reads the chunks a copy wrote; returns what differs, if anything.
-fn check_copy(
-    dst: &Location,
-    report: &Report,
-    jobs: usize,
-    access: &Access,
-    bar: bool,
-) -> Result<Option<String>> {
-    let image = open_source(dst, &source_opts(access))?;
-    let bar = progress::pick(bar, "verify");
-    let c = check_sums(image.as_ref(), &report.sums, jobs, bar.as_ref())
-        .with_context(|| format!("verifying {dst}"))?;
-    if image.size() != report.size {
-        return Ok(Some(format!(
-            "{dst} holds {} bytes, not {}",
-            image.size(),
-            report.size
-        )));
+/// The error of a failed job: what it was doing, when it failed in its data phase.
+pub(super) fn failed(e: rbdcp::Error, doing: &str) -> anyhow::Error {
+    match e {
+        e @ rbdcp::Error::Resumable { .. } => anyhow::Error::new(e).context(doing.to_owned()),
+        e => e.into(),
     }
-    Ok(c.first.first().map(|(offset, _)| {
-        format!(
-            "{} chunk(s) of {dst} differ, the first at offset {offset}",
-            c.differing
-        )
-    }))
+}
+
+fn discard(a: DiscardArgs, access: &Access) -> Result<ExitCode> {
+    let dst = location(&a.dst)?;
+    let any = rbdcp::backend::discard(&dst, access)
+        .with_context(|| format!("discarding what was staged for {dst}"))?;
+    if a.output.json {
+        print_json(&DiscardJson {
+            destination: dst.to_string(),
+            discarded: any,
+        })?;
+    } else if any {
+        eprintln!("rbdcp: discarded the staged copy and progress record of {dst}");
+    } else {
+        eprintln!("rbdcp: nothing was staged for {dst}");
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn diff(a: DiffArgs, access: &Access) -> Result<ExitCode> {
@@ -276,11 +307,22 @@ fn diff(a: DiffArgs, access: &Access) -> Result<ExitCode> {
 fn verify(a: VerifyArgs, access: &Access) -> Result<ExitCode> {
     let (a_loc, b_loc) = (location(&a.a)?, location(&a.b)?);
     let opts = source_opts(access);
-    let (left, right) = (open_source(&a_loc, &opts)?, open_source(&b_loc, &opts)?);
+    let policy = Policy {
+        retries: a.retry.retries,
+        max_wait: Duration::from_secs(a.retry.retry_max_wait),
+        ..Policy::default()
+    };
+    let open = |loc: &Location| -> Result<Retry<dyn ImageSource>> {
+        Ok(Retry::new(
+            Arc::from(open_source(loc, &opts)?),
+            policy.clone(),
+        ))
+    };
+    let (left, right) = (open(&a_loc)?, open(&b_loc)?);
     let bar = progress::pick(!a.output.no_progress, "verify");
     let c = compare(
-        left.as_ref(),
-        right.as_ref(),
+        &left,
+        &right,
         jobs(&a.workers),
         a.workers.chunk_size,
         bar.as_ref(),

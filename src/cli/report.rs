@@ -1,20 +1,33 @@
 //! The `--json` reports: one JSON object on standard output at the end of a run.
 //!
-//! `rbdcp copy --json` prints
-//! `{"source", "destination", "size", "bytes_read", "bytes_written", "bytes_zero", "extents",
-//! "chunks", "seconds", "bytes_per_second", "verified"}`: bytes read from the source, written
-//! as data, and made zero (holes or write-zeroes); extents and chunks in the plan; wall
-//! seconds; bytes covered per second; and `verified` (`true` or `false` after `--verify`,
-//! else `null`). `rbdcp verify --json` prints `{"a", "b", "size_a", "size_b", "identical",
+//! `rbdcp copy --json` (and `export-diff`, `import-diff`) prints
+//! `{"complete", "resumed_from", "bytes_skipped", "retries", "source", "destination", "size",
+//! "bytes_read", "bytes_written", "bytes_zero", "extents", "chunks", "seconds",
+//! "bytes_per_second", "verified"}`: whether the destination held the result already
+//! (nothing copied); where a resumed job started (an image offset, for import-diff a stream
+//! offset; `null` when nothing was skipped) and the data bytes it did not copy again;
+//! transient errors retried; bytes read from the source, written as data, and made zero
+//! (holes or write-zeroes); extents and chunks in the plan; wall seconds; bytes covered per
+//! second; and `verified` (`true` or `false` after `--verify`, else `null`).
+//! `rbdcp discard --json` prints `{"destination", "discarded"}`. `rbdcp verify --json` prints `{"a", "b", "size_a", "size_b", "identical",
 //! "differing_chunks", "first_differences": [{"offset", "length"}], "bytes_compared"}`.
 //! A run that fails prints `{"error": "..."}` instead, and exits 1.
 
-use rbdcp::engine::{Comparison, Report};
+use rbdcp::engine::Comparison;
+use rbdcp::job::Outcome;
 use serde::Serialize;
 
 /// The report of `rbdcp copy`.
 #[derive(Debug, Serialize)]
 pub struct CopyJson<'a> {
+    /// The destination held the job's result already; nothing was copied.
+    pub complete: bool,
+    /// Where a resumed job started (an image offset; for import-diff, a stream offset).
+    pub resumed_from: Option<u64>,
+    /// Data bytes a resumed job did not copy again.
+    pub bytes_skipped: u64,
+    /// Transient errors retried.
+    pub retries: u64,
     pub source: &'a str,
     pub destination: &'a str,
     pub size: u64,
@@ -29,8 +42,14 @@ pub struct CopyJson<'a> {
 }
 
 impl<'a> CopyJson<'a> {
-    pub fn new(source: &'a str, destination: &'a str, r: &Report, verified: Option<bool>) -> Self {
+    pub fn new(source: &'a str, destination: &'a str, outcome: &Outcome, retries: u64) -> Self {
+        let r = &outcome.report;
+        let verified = outcome.verified;
         CopyJson {
+            complete: outcome.complete,
+            resumed_from: r.resumed_from,
+            bytes_skipped: r.bytes_skipped,
+            retries,
             source,
             destination,
             size: r.size,
@@ -91,6 +110,13 @@ pub struct ExtentJson {
     pub offset: u64,
     pub length: u64,
     pub exists: &'static str,
+}
+
+/// The report of `rbdcp discard`.
+#[derive(Debug, Serialize)]
+pub struct DiscardJson {
+    pub destination: String,
+    pub discarded: bool,
 }
 
 /// The failure report.

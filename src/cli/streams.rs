@@ -3,17 +3,18 @@
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use anyhow::{Context, Result};
-use rbdcp::backend::sidecar::Sidecar;
-use rbdcp::backend::stream::{open_stream, StreamSink};
-use rbdcp::backend::{open_sink, open_source, Access, SinkOptions, SourceOptions};
-use rbdcp::engine::{self, Buffers, Options, APPLY_JOBS};
+use anyhow::Context as _;
+use anyhow::Result;
+use rbdcp::backend::retry::Retry;
+use rbdcp::backend::stream::StreamSink;
+use rbdcp::backend::{open_source, Access, SourceOptions};
+use rbdcp::engine::{self, Options};
+use rbdcp::job::import::{import, Import};
+use rbdcp::job::Outcome;
 use rbdcp::Location;
 
 use super::args::{ExportDiffArgs, ImportDiffArgs};
-use super::{
-    finish_report, interrupt_flag, jobs, location, progress, source_opts, throttle, Usage,
-};
+use super::{context, failed, finish_report, jobs, location, source_opts, Usage};
 
 /// A stream location: a path or `-`, never an image.
 fn stream_location(text: &str) -> Result<Location> {
@@ -44,7 +45,8 @@ pub(super) fn export_diff(a: ExportDiffArgs, access: &Access) -> Result<ExitCode
         whole_object: a.whole_object,
         ..source_opts(access)
     };
-    let src = open_source(&src_loc, &opts)?;
+    let ctx = context(access, &a.limits, &a.retry, None, &a.output);
+    let src = Retry::new(Arc::from(open_source(&src_loc, &opts)?), ctx.retry.clone());
     let sink = StreamSink::create(
         &out_loc,
         a.from_snap.clone(),
@@ -56,26 +58,24 @@ pub(super) fn export_diff(a: ExportDiffArgs, access: &Access) -> Result<ExitCode
         jobs: jobs(&a.workers),
         chunk_size: a.workers.chunk_size,
         preallocate: false,
-        cancel: Some(interrupt_flag()),
-        keep_sums: false,
+        cancel: Some(Arc::clone(&ctx.cancel)),
+        buffers: Arc::clone(&ctx.buffers),
         ..Options::default()
     };
-    let bar = progress::pick(!a.output.no_progress, "export-diff");
-    let report = engine::copy(
-        src.as_ref(),
-        &sink,
-        &opts,
-        &throttle(&a.limits),
-        bar.as_ref(),
-    )
-    .with_context(|| format!("exporting {src_loc} to {out_loc}"))?;
+    let bar = (ctx.bars)("export-diff");
+    let report = engine::copy(&src, &sink, &opts, &ctx.throttle, bar.as_ref())
+        .with_context(|| format!("exporting {src_loc} to {out_loc}"))?;
+    let outcome = Outcome {
+        report,
+        ..Outcome::default()
+    };
     finish_report(
         &a.output,
         ("exported", "to"),
         &src_loc,
         &out_loc,
-        &report,
-        None,
+        &outcome,
+        ctx.retries(),
     )?;
     Ok(ExitCode::SUCCESS)
 }
@@ -88,43 +88,26 @@ pub(super) fn import_diff(a: ImportDiffArgs, access: &Access) -> Result<ExitCode
             Usage("import-diff writes to an image: name an rbd: image or a file".into()).into(),
         );
     }
-    let sidecar = a.crc.as_deref().map(Sidecar::load).transpose()?;
-    let (header, pieces) = open_stream(&in_loc, sidecar)?;
-    let sink_opts = SinkOptions {
-        // A diff updates the image it names; a full stream onto an existing image overwrites it.
-        overwrite: true,
-        base: header.from.clone(),
-        snap: header.to.clone(),
-        size: header.size,
-        access: access.clone(),
-        ..SinkOptions::default()
+    let job = Import {
+        input: in_loc.clone(),
+        dst: dst_loc.clone(),
+        crc: a.crc.clone(),
+        jobs: a.jobs.map(usize::from),
     };
-    let dst = open_sink(&dst_loc, &sink_opts)?;
-    let buffers = Arc::new(Buffers::default());
-    let pieces = pieces.reuse(Arc::clone(&buffers));
-    let opts = Options {
-        jobs: a.jobs.map_or(APPLY_JOBS, usize::from),
-        cancel: Some(interrupt_flag()),
-        buffers,
-        ..Options::default()
-    };
-    let bar = progress::pick(!a.output.no_progress, "import-diff");
-    let report = engine::apply(
-        pieces,
-        header.size,
-        dst.as_ref(),
-        &opts,
-        &throttle(&a.limits),
-        bar.as_ref(),
-    )
-    .with_context(|| format!("importing {in_loc} into {dst_loc} (nothing was snapshotted)"))?;
+    let ctx = context(access, &a.limits, &a.retry, Some(&a.resume), &a.output);
+    let outcome = import(&job, &ctx).map_err(|e| {
+        failed(
+            e,
+            &format!("importing {in_loc} into {dst_loc} (nothing was snapshotted)"),
+        )
+    })?;
     finish_report(
         &a.output,
         ("imported", "into"),
         &in_loc,
         &dst_loc,
-        &report,
-        None,
+        &outcome,
+        ctx.retries(),
     )?;
     Ok(ExitCode::SUCCESS)
 }

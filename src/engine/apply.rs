@@ -1,9 +1,10 @@
 //! Applies pieces that arrive with their bytes (the records of a diff stream) to a sink,
 //! many writes in flight, under the same throttle as a copy.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
+use super::checkpoint;
 use super::copy::{Counts, Options, Report};
 use super::flight::{submit, Flight};
 use super::plan::Chunk;
@@ -20,11 +21,25 @@ pub struct Piece {
     pub chunk: Chunk,
     /// The bytes of a data piece.
     pub data: Option<Vec<u8>>,
+    /// Where its record starts and ends in the stream: the watermark of an apply, and
+    /// `Options::start`, count in these.
+    pub span: (u64, u64),
+}
+
+impl Piece {
+    /// Its record's range in the stream, as the window's watermark counts it.
+    fn key(&self) -> Chunk {
+        Chunk {
+            offset: self.span.0,
+            len: self.span.1 - self.span.0,
+            data: true,
+        }
+    }
 }
 
 impl Task for Piece {
     fn chunk(&self) -> Chunk {
-        self.chunk
+        self.key()
     }
 }
 
@@ -62,50 +77,63 @@ where
     progress.start(0);
     let counts = Counts::default();
     let cancel = opts.cancel.as_deref();
-    let flight = Flight::new(APPLY_IN_FLIGHT, opts.jobs, &opts.buffers);
-    // Pieces enter the window as they leave the stream, so in offset order; once a write
+    let flight = Flight::new(APPLY_IN_FLIGHT, opts.jobs, &opts.buffers, opts.start);
+    let skipped = AtomicU64::new(0);
+    // Pieces a resumed job applied already are read, not written.
+    let pieces = pieces.filter(|p| match p {
+        Ok(p) if p.span.0 < opts.start => {
+            skipped.fetch_add(p.chunk.data_len(), Ordering::Relaxed);
+            false
+        }
+        _ => true,
+    });
+    // Pieces enter the window as they leave the stream, so in stream order; once a write
     // failed, none does.
-    let mut pieces = pieces.map(|p| p.and_then(|p| flight.begin(&p.chunk).map(|()| p)));
+    let mut pieces =
+        pieces.map(|p| p.and_then(|p| flight.begin_at(&p.key(), p.chunk.data_len()).map(|()| p)));
     let start = |piece: Piece| {
-        let c = piece.chunk;
+        let (c, key) = (piece.chunk, piece.key());
         counts.chunks.fetch_add(1, Ordering::Relaxed);
         throttle.take(c.data_len());
         let data = piece.data.unwrap_or_default();
         counts.read.fetch_add(data.len() as u64, Ordering::Relaxed);
-        submit(dst, flight.ticket(c, data), &counts);
+        submit(dst, flight.ticket_at(c, key, data), &counts);
         flight.report(progress);
     };
-    let ran = if dst.asynchronous() {
-        // This thread alone reads the pieces and starts their writes.
-        pieces.try_for_each(|piece| {
-            if cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
-                return Err(Error::Interrupted);
-            }
-            start(piece?);
-            Ok(())
-        })
-    } else {
-        // Each worker waits for its write to land before it takes the next piece.
-        run(
-            opts.jobs.min(BLOCKING_JOBS),
-            size,
-            pieces,
-            cancel,
-            &Silent,
-            |piece: Piece, _, _| {
-                start(piece);
+    let result = checkpoint::every(opts, &flight, dst, || {
+        let ran = if dst.asynchronous() {
+            // This thread alone reads the pieces and starts their writes.
+            pieces.try_for_each(|piece| {
+                if cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
+                    return Err(Error::Interrupted);
+                }
+                start(piece?);
                 Ok(())
-            },
-        )
-    };
-    if ran.is_ok() {
-        flight.drained(size);
-    }
-    // A failed write's error comes first; every write must have called back before the sink
-    // is finished or dropped.
-    let result = flight.wait(progress).and(ran).and_then(|()| dst.finish());
+            })
+        } else {
+            // Each worker waits for its write to land before it takes the next piece.
+            run(
+                opts.jobs.min(BLOCKING_JOBS),
+                size,
+                pieces,
+                cancel,
+                &Silent,
+                |piece: Piece, _, _| {
+                    start(piece);
+                    Ok(())
+                },
+            )
+        };
+        // A failed write's error comes first; every write must have called back before the
+        // sink is finished or dropped.
+        flight.wait(progress).and(ran)
+    })
+    .and_then(|()| dst.finish());
     progress.finish();
     result?;
     let records = counts.chunks.load(Ordering::Relaxed);
-    Ok(counts.report(size, records, started))
+    let mut report = counts.report(size, records, started);
+    report.resumed_from = (opts.start > 0).then_some(opts.start);
+    report.bytes_skipped = skipped.into_inner();
+    Ok(report)
 }

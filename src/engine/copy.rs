@@ -4,8 +4,9 @@
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use super::checkpoint::{self, Hook};
 use super::flight::{submit, Buffers, Flight};
 use super::plan::{chunk_size, sparse_runs, Chunk, Plan, SPARSE_BLOCK, SPARSE_GAP};
 use super::progress::{Progress, Silent};
@@ -31,6 +32,15 @@ pub struct Options {
     pub keep_sums: bool,
     /// Where buffers of written chunks go for reuse (shared with a stream's reader).
     pub buffers: Arc<Buffers>,
+    /// Where the job resumes: everything below it is on the destination already, so
+    /// chunks that start below it are skipped. An offset a checkpoint recorded for the
+    /// same plan (a chunk boundary); 0 for a fresh job.
+    pub start: u64,
+    /// Told, every `checkpoint_every` and at the end, the offset below which everything
+    /// is durable on the destination (flushed first).
+    pub checkpoint: Option<Hook>,
+    /// How often to checkpoint.
+    pub checkpoint_every: Duration,
 }
 
 impl Default for Options {
@@ -42,6 +52,9 @@ impl Default for Options {
             cancel: None,
             keep_sums: false,
             buffers: Arc::default(),
+            start: 0,
+            checkpoint: None,
+            checkpoint_every: checkpoint::DEFAULT_EVERY,
         }
     }
 }
@@ -91,6 +104,11 @@ pub struct Report {
     pub seconds: f64,
     /// What each chunk must hold, in offset order (empty unless `Options::keep_sums`).
     pub sums: Vec<Sum>,
+    /// Where a resumed job started (for a stream, its byte offset); `None` for a job that
+    /// started from the beginning.
+    pub resumed_from: Option<u64>,
+    /// Data bytes a resumed job did not copy again.
+    pub bytes_skipped: u64,
 }
 
 impl Report {
@@ -104,8 +122,8 @@ impl Report {
     }
 }
 
-/// Copies `src` to `dst` and finishes `dst`. On error nothing is finished: the sink's
-/// `Drop` discards what it wrote where it can.
+/// Copies `src` to `dst` and finishes `dst`. On error nothing is finished; what the sink
+/// holds is kept for a resume where it can be (see `Options::checkpoint`).
 pub fn copy<C: Pace>(
     src: &dyn ImageSource,
     dst: &dyn ImageSink,
@@ -119,34 +137,45 @@ pub fn copy<C: Pace>(
     let fill_gaps = src.base().is_none() && !dst.zeroed();
     let plan = Plan::new(src.extents()?, size, chunk, fill_gaps);
     dst.resize(size)?;
+    let start = opts.start.min(size);
     if opts.preallocate {
-        for e in plan.extents().iter().filter(|e| e.data) {
+        for e in plan.extents().iter().filter(|e| e.data && e.end() > start) {
             dst.allocate(e.offset, e.len)?;
         }
     }
     let (data, zero) = plan.totals();
-    progress.start(data + zero);
+    let skipped = plan
+        .chunks()
+        .take_while(|c| c.offset < start)
+        .fold((0, 0), |(d, z), c| {
+            (d + c.data_len(), z + c.len - c.data_len())
+        });
+    progress.start(data + zero - skipped.0 - skipped.1);
     let counts = Counts {
         keep_sums: opts.keep_sums,
         ..Counts::default()
     };
-    let cancel = opts.cancel.as_deref();
-    let result = if dst.asynchronous() && !dst.ordered() {
-        copy_async(src, dst, opts, &plan, chunk, throttle, progress, &counts)
-    } else {
+    let chunks = plan.chunks().skip_while(|c| c.offset < start);
+    let result = if dst.ordered() {
+        let cancel = opts.cancel.as_deref();
         run(
             opts.jobs,
             size,
-            plan.chunks().map(Ok),
+            chunks.map(Ok),
             cancel,
             progress,
             |c, buf, lane| copy_chunk(src, dst, throttle, &c, buf, lane, &counts),
         )
+    } else {
+        copy_window(src, dst, opts, chunks, chunk, throttle, progress, &counts)
     }
     .and_then(|()| dst.finish());
     progress.finish();
     result?;
-    Ok(counts.report(size, plan.extents().len() as u64, started))
+    let mut report = counts.report(size, plan.extents().len() as u64, started);
+    report.resumed_from = (start > 0).then_some(start);
+    report.bytes_skipped = skipped.0;
+    Ok(report)
 }
 
 #[derive(Default)]
@@ -186,61 +215,67 @@ impl Counts {
             chunks: self.chunks.into_inner(),
             seconds: started.elapsed().as_secs_f64(),
             sums,
+            resumed_from: None,
+            bytes_skipped: 0,
         }
     }
 }
 
-/// Copies to an asynchronous sink: `opts.jobs` workers read chunks and start their writes
-/// without waiting for them, so reads and writes overlap. Up to twice `opts.jobs` chunks
-/// are in flight, read or written.
+/// Copies to a sink that takes writes in any order: `opts.jobs` workers read chunks and
+/// start their writes; on an asynchronous sink they do not wait for them, so reads and
+/// writes overlap and up to twice `opts.jobs` chunks are in flight. The window keeps the
+/// one watermark: a chunk is done once its writes landed.
 #[allow(clippy::too_many_arguments)]
-fn copy_async<C: Pace>(
+fn copy_window<C: Pace>(
     src: &dyn ImageSource,
     dst: &dyn ImageSink,
     opts: &Options,
-    plan: &Plan,
+    chunks: impl Iterator<Item = Chunk> + Send,
     chunk: u64,
     throttle: &Throttle<C>,
     progress: &dyn Progress,
     counts: &Counts,
 ) -> Result<()> {
     let depth = 2 * opts.jobs.max(1);
-    let flight = Flight::new(depth as u64 * chunk, depth, &opts.buffers);
-    // Chunks enter the window as they are handed out, so in offset order.
-    let chunks = plan.chunks().map(|c| flight.begin(&c).map(|()| c));
-    let ran = run(
-        opts.jobs,
-        src.size(),
-        chunks,
-        opts.cancel.as_deref(),
-        &Silent,
-        |c: Chunk, _, _| {
-            counts.chunks.fetch_add(1, Ordering::Relaxed);
-            let mut buf = Vec::new();
-            if c.data {
-                buf = flight.buffer(c.len as usize);
-                throttle.take(c.len);
-                if let Err(e) = src.read_at(c.offset, &mut buf) {
-                    // The window's error is the job's; this stops the workers.
-                    flight.fail(e);
-                    return Err(Error::Interrupted);
+    let flight = Flight::new(depth as u64 * chunk, depth, &opts.buffers, opts.start);
+    let size = src.size();
+    checkpoint::every(opts, &flight, dst, || {
+        // Chunks enter the window as they are handed out, so in offset order.
+        let chunks = chunks.map(|c| flight.begin(&c).map(|()| c));
+        let ran = run(
+            opts.jobs,
+            size,
+            chunks,
+            opts.cancel.as_deref(),
+            &Silent,
+            |c: Chunk, _, _| {
+                counts.chunks.fetch_add(1, Ordering::Relaxed);
+                let mut buf = Vec::new();
+                if c.data {
+                    buf = flight.buffer(c.len as usize);
+                    throttle.take(c.len);
+                    if let Err(e) = src.read_at(c.offset, &mut buf) {
+                        // The window's error is the job's; this stops the workers.
+                        flight.fail(e);
+                        return Err(Error::Interrupted);
+                    }
+                    counts.read.fetch_add(c.len, Ordering::Relaxed);
+                } else {
+                    throttle.take(0);
                 }
-                counts.read.fetch_add(c.len, Ordering::Relaxed);
-            } else {
-                throttle.take(0);
-            }
-            counts.keep(&c, c.data.then_some(&buf[..]));
-            submit(dst, flight.ticket(c, buf), counts);
-            flight.report(progress);
-            Ok(())
-        },
-    );
-    if ran.is_ok() {
-        flight.drained(src.size());
-    }
-    // Every write must have called back before the sink may be finished or dropped.
-    let landed = flight.wait(progress);
-    landed.and(ran)
+                counts.keep(&c, c.data.then_some(&buf[..]));
+                submit(dst, flight.ticket(c, buf), counts);
+                flight.report(progress);
+                Ok(())
+            },
+        );
+        if ran.is_ok() {
+            flight.drained(size);
+        }
+        // Every write must have called back before the sink may be finished or dropped.
+        let landed = flight.wait(progress);
+        landed.and(ran)
+    })
 }
 
 fn copy_chunk<C: Pace>(

@@ -79,11 +79,17 @@ struct State {
 
 impl Flight {
     /// A window of at most `max_chunks` chunks and `max_bytes` data bytes (a chunk bigger
-    /// than that still goes, alone). Completed chunks give their buffers to `buffers`.
-    pub(crate) fn new(max_bytes: u64, max_chunks: usize, buffers: &Arc<Buffers>) -> Arc<Flight> {
+    /// than that still goes, alone), whose first chunk starts at or after `start`.
+    /// Completed chunks give their buffers to `buffers`.
+    pub(crate) fn new(
+        max_bytes: u64,
+        max_chunks: usize,
+        buffers: &Arc<Buffers>,
+        start: u64,
+    ) -> Arc<Flight> {
         Arc::new(Flight {
             state: Mutex::new(State {
-                tracker: Tracker::new(0),
+                tracker: Tracker::new(start),
                 bytes: 0,
                 chunks: 0,
                 tickets: 0,
@@ -101,7 +107,12 @@ impl Flight {
     /// Waits until `chunk` fits in the window and enters it. Chunks must begin in offset
     /// order. Fails at once if the job failed.
     pub(crate) fn begin(&self, chunk: &Chunk) -> Result<()> {
-        let len = chunk.data_len();
+        self.begin_at(chunk, chunk.data_len())
+    }
+
+    /// Waits until `len` bytes fit in the window and enters it with `key`, the range the
+    /// watermark counts in (a record's bytes in a stream); keys must begin in order.
+    pub(crate) fn begin_at(&self, key: &Chunk, len: u64) -> Result<()> {
         let mut s = self.state.lock().unwrap();
         loop {
             if s.error.is_some() {
@@ -116,7 +127,7 @@ impl Flight {
             s = self.changed.wait(s).unwrap();
             s.waiting -= 1;
         }
-        s.tracker.start(chunk);
+        s.tracker.start(key);
         s.bytes += len;
         s.chunks += 1;
         Ok(())
@@ -125,6 +136,16 @@ impl Flight {
     /// Records that no chunk is left, in an image of `size` bytes.
     pub(crate) fn drained(&self, size: u64) {
         self.state.lock().unwrap().tracker.drained(size);
+    }
+
+    /// The offset below which every chunk's writes landed.
+    pub(crate) fn watermark(&self) -> u64 {
+        self.state.lock().unwrap().tracker.watermark()
+    }
+
+    /// Whether the job failed.
+    pub(crate) fn failed(&self) -> bool {
+        self.state.lock().unwrap().error.is_some()
     }
 
     /// A buffer of `len` bytes (contents unspecified), reused where one is spare. Only
@@ -138,10 +159,21 @@ impl Flight {
 
     /// The ticket of a begun chunk whose bytes (empty for a zero chunk) are `buf`.
     pub(crate) fn ticket(self: &Arc<Self>, chunk: Chunk, buf: Vec<u8>) -> Arc<Ticket> {
+        self.ticket_at(chunk, chunk, buf)
+    }
+
+    /// The ticket of what began with `key` (see [`Flight::begin_at`]), to write at `chunk`.
+    pub(crate) fn ticket_at(
+        self: &Arc<Self>,
+        chunk: Chunk,
+        key: Chunk,
+        buf: Vec<u8>,
+    ) -> Arc<Ticket> {
         self.state.lock().unwrap().tickets += 1;
         Arc::new(Ticket {
             flight: Arc::clone(self),
             chunk,
+            key,
             buf,
             failed: AtomicBool::new(false),
         })
@@ -188,7 +220,7 @@ impl Flight {
         s.bytes -= c.data_len();
         if !ticket.failed.load(Ordering::Relaxed) {
             // A failed chunk stays below the watermark: it was not written.
-            s.tracker.done(&c);
+            s.tracker.done(&ticket.key);
             s.news += c.len;
         }
         // Wake a waiting submitter only once a quarter of the window is free, so that it
@@ -210,6 +242,8 @@ impl Flight {
 pub(crate) struct Ticket {
     flight: Arc<Flight>,
     chunk: Chunk,
+    /// What the watermark counts: the chunk itself, or a record's range in a stream.
+    key: Chunk,
     buf: Vec<u8>,
     failed: AtomicBool,
 }
@@ -243,7 +277,9 @@ impl Drop for Ticket {
     }
 }
 
-/// Bytes of one chunk on their way to a sink, held until the write has landed.
+/// Bytes of one chunk on their way to a sink, held until the write has landed. A clone
+/// holds them too (a retry keeps one to send them again).
+#[derive(Clone)]
 pub struct Block {
     ticket: Arc<Ticket>,
     range: Range<usize>,
@@ -298,7 +334,7 @@ mod tests {
 
     #[test]
     fn the_window_holds_back_what_does_not_fit() {
-        let flight = Flight::new(10, 8, &Arc::default());
+        let flight = Flight::new(10, 8, &Arc::default(), 0);
         flight.begin(&chunk(0, 6)).unwrap();
         let first = flight.ticket(chunk(0, 6), vec![1; 6]);
         let entered = AtomicBool::new(false);
@@ -316,7 +352,7 @@ mod tests {
 
     #[test]
     fn a_failed_chunk_stays_below_the_watermark() {
-        let flight = Flight::new(100, 8, &Arc::default());
+        let flight = Flight::new(100, 8, &Arc::default(), 0);
         let (a, b) = (chunk(0, 10), chunk(10, 10));
         flight.begin(&a).unwrap();
         flight.begin(&b).unwrap();

@@ -2,6 +2,7 @@
 //! their extents into chunks and runs the chunks on a pool of workers under a throttle.
 
 mod apply;
+mod checkpoint;
 mod copy;
 mod flight;
 mod plan;
@@ -11,6 +12,7 @@ mod throttle;
 mod verify;
 
 pub use apply::{apply, Piece, APPLY_IN_FLIGHT, APPLY_JOBS};
+pub use checkpoint::{Checkpoint, Hook, DEFAULT_EVERY};
 pub use copy::{copy, default_jobs, Options, Report, Sum, DEFAULT_CHUNK, DEFAULT_IN_FLIGHT};
 pub use flight::{Block, Buffers, Done};
 pub use plan::{chunk_size, is_zero, sparse_runs, Chunk, Plan, SPARSE_BLOCK, SPARSE_GAP};
@@ -94,6 +96,15 @@ pub trait ImageSource: Send + Sync {
     /// empty image (a full copy), `Some(base)` that the destination must already hold `base`.
     fn base(&self) -> Option<&str> {
         None
+    }
+
+    /// What identifies the bytes it holds, as (what, value) pairs: a resumed job checks
+    /// that none changed since its progress record was made.
+    fn identity(&self) -> Vec<(String, String)> {
+        vec![
+            ("name".into(), self.name().to_owned()),
+            ("size".into(), self.size().to_string()),
+        ]
     }
 
     /// The extents that may differ from the base, in offset order: data to read, and

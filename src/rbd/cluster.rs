@@ -21,6 +21,9 @@ pub struct Access {
     pub keyring: Option<PathBuf>,
     /// Seconds to wait for the monitors before giving up.
     pub timeout_secs: u64,
+    /// Seconds an OSD or monitor operation may take before it fails with ETIMEDOUT (and
+    /// is retried), instead of waiting forever on a dead OSD.
+    pub op_timeout_secs: u64,
 }
 
 impl Default for Access {
@@ -30,6 +33,7 @@ impl Default for Access {
             id: "admin".into(),
             keyring: None,
             timeout_secs: 30,
+            op_timeout_secs: 60,
         }
     }
 }
@@ -100,7 +104,9 @@ impl Cluster {
         }
         let secs = access.timeout_secs.max(1).to_string();
         self.set("client_mount_timeout", &secs, who)?;
-        self.set("rados_mon_op_timeout", &secs, who)?;
+        let op = access.op_timeout_secs.max(1).to_string();
+        self.set("rados_mon_op_timeout", &op, who)?;
+        self.set("rados_osd_op_timeout", &op, who)?;
         // Writes go straight to the OSDs, many at a time: librbd's cache would only
         // acknowledge early and hold up to 24 MiB back.
         self.set("rbd_cache", "false", who)?;
@@ -113,6 +119,17 @@ impl Cluster {
         // SAFETY: the handle is valid; path is null or a NUL-terminated string that outlives the call.
         let ret = unsafe { rados::rados_conf_read_file(self.handle, path) };
         check(ret.into(), "rados_conf_read_file", who).map(drop)
+    }
+
+    /// The cluster's fsid.
+    pub fn fsid(&self) -> Result<String> {
+        let mut buf = [0u8; 64];
+        // SAFETY: the handle is connected; buf is valid for its length.
+        let ret =
+            unsafe { rados::rados_cluster_fsid(self.handle, buf.as_mut_ptr().cast(), buf.len()) };
+        check(ret.into(), "rados_cluster_fsid", "the cluster")?;
+        let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+        Ok(String::from_utf8_lossy(&buf[..end]).into_owned())
     }
 
     /// Sets a configuration option.
@@ -136,7 +153,7 @@ impl Drop for Cluster {
 #[derive(Debug)]
 pub struct Pool {
     handle: rados_ioctx_t,
-    _cluster: Arc<Cluster>,
+    cluster: Arc<Cluster>,
 }
 
 // SAFETY: librados' IoCtx may be used from many threads once set up; the namespace is set
@@ -155,7 +172,7 @@ impl Pool {
         check(ret.into(), "rados_ioctx_create", &format!("pool {pool}"))?;
         let io = Pool {
             handle,
-            _cluster: Arc::clone(cluster),
+            cluster: Arc::clone(cluster),
         };
         if let Some(ns) = namespace {
             let ns = cstr(ns, "namespace")?;
@@ -163,6 +180,17 @@ impl Pool {
             unsafe { rados::rados_ioctx_set_namespace(io.handle, ns.as_ptr()) };
         }
         Ok(Arc::new(io))
+    }
+
+    /// The pool's id.
+    pub fn id(&self) -> i64 {
+        // SAFETY: the ioctx is valid.
+        unsafe { rados::rados_ioctx_get_id(self.handle) }
+    }
+
+    /// The cluster this pool is in.
+    pub fn cluster(&self) -> &Arc<Cluster> {
+        &self.cluster
     }
 
     /// The raw handle, for librbd calls.

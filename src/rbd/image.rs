@@ -401,6 +401,77 @@ impl Image {
         Ok(exists)
     }
 
+    /// The image's id, which stays the same across renames.
+    pub fn id(&self) -> Result<String> {
+        let mut buf = vec![0u8; 64];
+        loop {
+            // SAFETY: the handle is open; buf is valid for buf.len() bytes.
+            let ret = unsafe { sys::rbd_get_id(self.handle, buf.as_mut_ptr().cast(), buf.len()) };
+            if ret == -libc::ERANGE && buf.len() < 4096 {
+                buf.resize(buf.len() * 4, 0);
+                continue;
+            }
+            check(ret.into(), "rbd_get_id", &self.name)?;
+            return Ok(c_string(&buf));
+        }
+    }
+
+    /// The id of snapshot `snap`.
+    pub fn snap_id(&self, snap: &str) -> Result<u64> {
+        let s = cstr(snap, "snapshot name")?;
+        let mut id = 0;
+        // SAFETY: the handle is open; s outlives the call; id is a valid out-pointer.
+        let ret = unsafe { sys::rbd_snap_get_id(self.handle, s.as_ptr(), &mut id) };
+        match ret {
+            r if r == -libc::ENOENT => Err(Error::NoSnap {
+                image: self.name.clone(),
+                snap: snap.to_owned(),
+            }),
+            r => check(r.into(), "rbd_snap_get_id", &self.name).map(|_| id),
+        }
+    }
+
+    /// The value of image-meta `key`, or `None` when it is not set.
+    pub fn meta_get(&self, key: &str) -> Result<Option<String>> {
+        let k = cstr(key, "metadata key")?;
+        let mut buf = vec![0u8; 4096];
+        loop {
+            let mut len = buf.len();
+            // SAFETY: the handle is open; k outlives the call; buf is valid for len bytes
+            // and len is a valid in/out-pointer.
+            let ret = unsafe {
+                sys::rbd_metadata_get(self.handle, k.as_ptr(), buf.as_mut_ptr().cast(), &mut len)
+            };
+            match ret {
+                r if r == -libc::ENOENT => return Ok(None),
+                r if r == -libc::ERANGE && len > buf.len() => buf.resize(len, 0),
+                r => {
+                    check(r.into(), "rbd_metadata_get", &self.name)?;
+                    return Ok(Some(c_string(&buf)));
+                }
+            }
+        }
+    }
+
+    /// Sets image-meta `key` to `value` (one atomic update of the image header).
+    pub fn meta_set(&self, key: &str, value: &str) -> Result<()> {
+        let (k, v) = (cstr(key, "metadata key")?, cstr(value, "metadata value")?);
+        // SAFETY: the handle is open; both strings outlive the call.
+        let ret = unsafe { sys::rbd_metadata_set(self.handle, k.as_ptr(), v.as_ptr()) };
+        check(ret.into(), "rbd_metadata_set", &self.name).map(drop)
+    }
+
+    /// Removes image-meta `key`; a key that is not set is no error.
+    pub fn meta_remove(&self, key: &str) -> Result<()> {
+        let k = cstr(key, "metadata key")?;
+        // SAFETY: the handle is open; k outlives the call.
+        let ret = unsafe { sys::rbd_metadata_remove(self.handle, k.as_ptr()) };
+        match ret {
+            r if r == -libc::ENOENT => Ok(()),
+            r => check(r.into(), "rbd_metadata_remove", &self.name).map(drop),
+        }
+    }
+
     /// The snapshots' names, oldest first.
     pub fn snap_list(&self) -> Result<Vec<String>> {
         let mut max: c_int = 16;
@@ -410,7 +481,7 @@ impl Image {
                 vec![unsafe { std::mem::zeroed() }; max as usize];
             // SAFETY: snaps holds max entries; librbd fills at most max and says how many.
             let ret = unsafe { sys::rbd_snap_list(self.handle, snaps.as_mut_ptr(), &mut max) };
-            if ret == -34 {
+            if ret == -libc::ERANGE {
                 continue; // ERANGE: max now holds the count needed
             }
             let n = check(ret.into(), "rbd_snap_list", &self.name)? as usize;
@@ -481,6 +552,12 @@ impl Image {
         }
         check(ret.into(), "rbd_diff_iterate2", &self.name).map(drop)
     }
+}
+
+/// The text of a NUL-terminated string in `buf` (all of `buf` if it holds no NUL).
+fn c_string(buf: &[u8]) -> String {
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
 }
 
 /// An asynchronous request: what to report and what to hand back when librbd calls back.

@@ -7,9 +7,11 @@
 
 mod cluster;
 mod image;
+pub mod lease;
 
 pub use cluster::{Access, Cluster, Pool};
 pub use image::{CreateOptions, Image, Stat};
+pub use lease::{Holder, Lease};
 
 use std::ffi::CString;
 use std::io;

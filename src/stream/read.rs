@@ -49,6 +49,10 @@ pub struct Reader<R> {
     /// Where the last record returned starts.
     last: u64,
     ended: bool,
+    /// crc32 of every byte read so far: what a resume checks the stream against.
+    crc: crc32fast::Hasher,
+    /// crc32 of the bytes before the last record returned.
+    last_crc: u32,
 }
 
 impl<R: Read> Reader<R> {
@@ -63,6 +67,8 @@ impl<R: Read> Reader<R> {
             covered: 0,
             last: 0,
             ended: false,
+            crc: crc32fast::Hasher::new(),
+            last_crc: 0,
         };
         let mut banner = [0u8; 12];
         r.fill(&mut banner, "the banner \"rbd diff v1\\n\"")?;
@@ -103,9 +109,37 @@ impl<R: Read> Reader<R> {
         }
     }
 
+    /// Reads on from byte `pos` of a stream whose header said `size`, where `inner` now
+    /// is; `crc` is the crc32 of the bytes before `pos`, which must be where a record
+    /// starts. For a resume that skipped the stream's first `pos` bytes.
+    pub fn resume(inner: R, name: &str, size: u64, pos: u64, crc: u32) -> Reader<R> {
+        Reader {
+            inner,
+            name: name.to_owned(),
+            pos,
+            size,
+            left: 0,
+            covered: 0,
+            last: pos,
+            ended: false,
+            crc: crc32fast::Hasher::new_with_initial_len(crc, pos),
+            last_crc: crc,
+        }
+    }
+
     /// The byte offset reached in the stream.
     pub fn position(&self) -> u64 {
         self.pos
+    }
+
+    /// The crc32 of the bytes read so far.
+    pub fn crc(&self) -> u32 {
+        self.crc.clone().finalize()
+    }
+
+    /// The crc32 of the bytes before the last record returned.
+    pub fn record_crc(&self) -> u32 {
+        self.last_crc
     }
 
     /// The byte offset of the last record returned (its tag).
@@ -141,12 +175,14 @@ impl<R: Read> Reader<R> {
     pub fn data_into(&mut self, buf: &mut Vec<u8>) -> Result<()> {
         let len = self.left;
         buf.clear();
+        let start = buf.len();
         // The length comes from the stream: reserve at most 64 MiB up front, grow as data comes.
         buf.reserve(len.min(64 << 20) as usize);
         let got = (&mut self.inner)
             .take(len)
             .read_to_end(buf)
             .map_err(|e| Error::io("read", &self.name, self.pos, e))?;
+        self.crc.update(&buf[start..]);
         self.pos += got as u64;
         self.left -= got as u64;
         if self.left > 0 {
@@ -204,6 +240,7 @@ impl<R: Read> Reader<R> {
     }
 
     fn tag(&mut self) -> Result<u8> {
+        self.last_crc = self.crc();
         let mut t = [0u8];
         self.fill(&mut t, "a record tag or the end record 'e'")?;
         Ok(t[0])
@@ -247,6 +284,7 @@ impl<R: Read> Reader<R> {
                 Err(e) => return Err(Error::io("read", &self.name, self.pos + done as u64, e)),
             }
         }
+        self.crc.update(buf);
         self.pos += buf.len() as u64;
         Ok(())
     }

@@ -1,0 +1,201 @@
+//! The copy job: an image, or what changed between two snapshots, from any source to any
+//! destination, resumable, with the destination snapshot made at the end.
+
+use std::sync::{Arc, Mutex};
+
+use super::record::{Record, Saver};
+use super::{Context, Outcome};
+use crate::backend::{open_dest, open_source, Found, SinkOptions, SourceOptions};
+use crate::engine::{self, check_sums, chunk_size, default_jobs, Hook, ImageSource, Options};
+use crate::error::{Error, Result};
+use crate::location::Location;
+
+/// What to copy where.
+#[derive(Debug, Clone)]
+pub struct Copy {
+    /// The image to read.
+    pub src: Location,
+    /// The image to write.
+    pub dst: Location,
+    /// Copy only what changed since this snapshot of the source.
+    pub from_snap: Option<String>,
+    /// Create the source's snapshot on an RBD destination at the end.
+    pub dst_snap: bool,
+    /// List changes by whole objects.
+    pub whole_object: bool,
+    /// Re-read the destination afterwards and compare every chunk copied with the source's.
+    pub verify: bool,
+    /// Replace an existing destination.
+    pub overwrite: bool,
+    /// Reserve space before writing, where the destination can.
+    pub preallocate: bool,
+    /// Workers (`None`: enough for the default bytes in flight).
+    pub jobs: Option<usize>,
+    /// Bytes per chunk.
+    pub chunk_size: u64,
+}
+
+impl Copy {
+    /// A copy of `src` to `dst` with the defaults.
+    pub fn new(src: Location, dst: Location) -> Copy {
+        Copy {
+            src,
+            dst,
+            from_snap: None,
+            dst_snap: true,
+            whole_object: false,
+            verify: false,
+            overwrite: false,
+            preallocate: true,
+            jobs: None,
+            chunk_size: engine::DEFAULT_CHUNK,
+        }
+    }
+
+    fn check(&self) -> Result<Option<String>> {
+        if self.src == self.dst {
+            return Err(Error::Unsupported(format!(
+                "source and destination are the same image: {}",
+                self.src
+            )));
+        }
+        let src_snap = match &self.src {
+            Location::Rbd(spec) => spec.snap.clone(),
+            _ => None,
+        };
+        if self.from_snap.is_some() && self.from_snap == src_snap {
+            return Err(Error::Unsupported(format!(
+                "--from-snap names the source's own snapshot: {}",
+                self.src
+            )));
+        }
+        Ok(src_snap)
+    }
+}
+
+/// The provenance recorded with a snapshot made from `src`: its identity.
+fn provenance(src: &dyn ImageSource) -> String {
+    let map: std::collections::BTreeMap<_, _> = src.identity().into_iter().collect();
+    serde_json::to_string(&map).expect("a map serializes")
+}
+
+/// Runs `job`: opens both sides, resumes from the destination's record where one matches,
+/// copies, finishes (rename, snapshot) and drops the record.
+pub fn copy(job: &Copy, ctx: &Context) -> Result<Outcome> {
+    let src_snap = job.check()?;
+    let src_opts = SourceOptions {
+        base: job.from_snap.clone(),
+        whole_object: job.whole_object,
+        access: ctx.access.clone(),
+    };
+    let src = ctx.retried_source(open_source(&job.src, &src_opts)?);
+    let snap = src_snap.filter(|_| job.dst_snap);
+    let sink_opts = SinkOptions {
+        overwrite: job.overwrite,
+        restart: ctx.restart,
+        provenance: snap.as_ref().map(|_| provenance(&src)),
+        base: job.from_snap.clone(),
+        snap,
+        size: src.size(),
+        layout: src.layout(),
+        access: ctx.access.clone(),
+        ..SinkOptions::default()
+    };
+    let dest = open_dest(&job.dst, &sink_opts)?;
+    let (sink, store) = ctx.retried(&dest);
+    let label = job.dst.to_string();
+    if dest.found == Found::Complete {
+        store.clear()?;
+        return Ok(Outcome {
+            complete: true,
+            report: engine::Report {
+                size: src.size(),
+                ..Default::default()
+            },
+            ..Outcome::default()
+        });
+    }
+    let chunk = chunk_size(job.chunk_size, src.object_size().or(sink.object_size()));
+    let mut plan = vec![
+        ("chunk size".into(), chunk.to_string()),
+        ("whole object".into(), job.whole_object.to_string()),
+    ];
+    if let Some(base) = &job.from_snap {
+        plan.push(("base snapshot".into(), base.clone()));
+    }
+    let mut record = Record::new("copy", src.identity(), plan);
+    if dest.found != Found::Fresh {
+        let had = store.load()?.ok_or_else(|| Error::Refused {
+            image: label.clone(),
+            reason: "its progress record vanished while it was being opened".into(),
+        })?;
+        let had = Record::parse(&had, &label)?;
+        had.matches(&record, &label)?;
+        record.mark = had.mark;
+    }
+    let saver = Arc::new(Saver {
+        store: Arc::clone(&store),
+        record: Mutex::new(record),
+        stream: None,
+    });
+    saver.save_now().map_err(|e| e.kept(&label))?;
+    let jobs = job.jobs.unwrap_or_else(|| default_jobs(job.chunk_size));
+    let start = saver.record.lock().unwrap().mark;
+    let opts = Options {
+        jobs,
+        chunk_size: job.chunk_size,
+        preallocate: job.preallocate,
+        cancel: Some(Arc::clone(&ctx.cancel)),
+        keep_sums: job.verify,
+        buffers: Arc::clone(&ctx.buffers),
+        start,
+        checkpoint: Some(Hook(saver)),
+        checkpoint_every: ctx.checkpoint_every,
+    };
+    let bar = (ctx.bars)("copy");
+    let report = engine::copy(&src, sink.as_ref(), &opts, &ctx.throttle, bar.as_ref())
+        .and_then(|r| store.clear().map(|()| r))
+        .map_err(|e| e.kept(&label))?;
+    drop((sink, store));
+    drop(dest);
+    let mut outcome = Outcome {
+        report,
+        ..Outcome::default()
+    };
+    if job.verify {
+        let mismatch = verify(job, ctx, &outcome.report, jobs)?;
+        outcome.verified = Some(mismatch.is_none());
+        outcome.mismatch = mismatch;
+    }
+    Ok(outcome)
+}
+
+/// Re-reads the chunks a copy wrote; returns what differs, if anything.
+fn verify(
+    job: &Copy,
+    ctx: &Context,
+    report: &engine::Report,
+    jobs: usize,
+) -> Result<Option<String>> {
+    let dst = &job.dst;
+    let opts = SourceOptions {
+        access: ctx.access.clone(),
+        ..SourceOptions::default()
+    };
+    let image = ctx.retried_source(open_source(dst, &opts)?);
+    let bar = (ctx.bars)("verify");
+    let c = check_sums(&image, &report.sums, jobs, bar.as_ref())?;
+    if image.size() != report.size {
+        return Ok(Some(format!(
+            "{dst} holds {} bytes, not {}",
+            image.size(),
+            report.size
+        )));
+    }
+    Ok(c.first.first().map(|(offset, _)| {
+        format!(
+            "{} chunk(s) of {dst} differ, the first at offset {offset}",
+            c.differing
+        )
+    }))
+}

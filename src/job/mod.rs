@@ -1,0 +1,102 @@
+//! Jobs: what each command does, as library calls. A job is its own description (what to
+//! copy where) plus a [`Context`] it shares with others (throttle, cancel flag, buffers,
+//! progress, retries, checkpoints), so the binary stays glue and later commands (scheduled
+//! backups, plans of many images) run the same jobs.
+//!
+//! Every job that writes an image is resumable: it holds its destination's lock or lease,
+//! keeps a progress record with the destination, and a rerun of the same job continues
+//! from the record, or completes the job's end when only that was left.
+
+pub mod copy;
+pub mod import;
+pub mod record;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::backend::retry::{Policy, Retry};
+use crate::backend::{Access, Dest, Store};
+use crate::engine::{
+    Buffers, ImageSink, ImageSource, Progress, Report, Silent, Throttle, DEFAULT_EVERY,
+};
+
+/// Makes the progress display of one phase of a job (`copy`, `verify`, ...).
+pub type Bars = dyn Fn(&str) -> Box<dyn Progress> + Send + Sync;
+
+/// What the jobs of a run share.
+pub struct Context {
+    /// How to reach clusters when a location does not say.
+    pub access: Access,
+    /// Bandwidth and IOPS limits.
+    pub throttle: Throttle,
+    /// Turned true (by a signal handler) to stop every job cleanly.
+    pub cancel: Arc<AtomicBool>,
+    /// Buffers reused between chunks.
+    pub buffers: Arc<Buffers>,
+    /// Progress displays.
+    pub bars: Box<Bars>,
+    /// How transient errors are retried.
+    pub retry: Policy,
+    /// How often progress is recorded.
+    pub checkpoint_every: Duration,
+    /// Throw away an earlier run's progress and start over.
+    pub restart: bool,
+}
+
+impl Default for Context {
+    fn default() -> Self {
+        let cancel = Arc::new(AtomicBool::new(false));
+        Context {
+            access: Access::default(),
+            throttle: Throttle::new(Default::default()),
+            retry: Policy {
+                cancel: Some(Arc::clone(&cancel)),
+                ..Policy::default()
+            },
+            cancel,
+            buffers: Arc::default(),
+            bars: Box::new(|_| Box::new(Silent)),
+            checkpoint_every: DEFAULT_EVERY,
+            restart: false,
+        }
+    }
+}
+
+impl Context {
+    /// Whether the run was told to stop.
+    pub fn cancelled(&self) -> bool {
+        self.cancel.load(Ordering::Relaxed)
+    }
+
+    /// Retries made so far, by every job of this context.
+    pub fn retries(&self) -> u64 {
+        self.retry.count.load(Ordering::Relaxed)
+    }
+
+    /// `dest`'s sink and store, behind the retry policy.
+    fn retried(&self, dest: &Dest) -> (Arc<dyn ImageSink>, Arc<dyn Store>) {
+        (
+            Arc::new(Retry::new(Arc::clone(&dest.sink), self.retry.clone())),
+            Arc::new(Retry::new(Arc::clone(&dest.store), self.retry.clone())),
+        )
+    }
+
+    /// `source` behind the retry policy.
+    fn retried_source(&self, source: Box<dyn ImageSource>) -> Retry<dyn ImageSource> {
+        Retry::new(Arc::from(source), self.retry.clone())
+    }
+}
+
+/// What a job did.
+#[derive(Debug, Clone, Default)]
+pub struct Outcome {
+    /// The copy's totals.
+    pub report: Report,
+    /// The destination held the job's result already: nothing was copied.
+    pub complete: bool,
+    /// After a verification: whether the destination matched.
+    pub verified: Option<bool>,
+    /// After a failed verification: what differs.
+    pub mismatch: Option<String>,
+}

@@ -1,0 +1,323 @@
+//! A lease on a destination: a RADOS exclusive lock with an expiry, renewed while the run
+//! lives, on a small object named after the destination image.
+//!
+//! The lock's cookie names its holder (`HOST:PID:NONCE`), so a second run can say who holds
+//! the destination, break the lock of a holder on this host whose process is gone, and wait
+//! for the lease of a holder elsewhere to expire. See issue 11.
+
+use std::ffi::{c_char, CString};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use ceph::rados;
+
+use super::{check, cstr, Pool};
+use crate::error::{Error, Result};
+
+/// The lock's name on the object.
+const NAME: &std::ffi::CStr = c"rbdcp";
+/// How long a lease lasts unless renewed.
+pub const LEASE: Duration = Duration::from_secs(30);
+/// How often the holder renews it.
+const RENEW: Duration = Duration::from_secs(10);
+/// `LIBRADOS_LOCK_FLAG_RENEW`: renew a lock this cookie holds.
+const FLAG_RENEW: u8 = 1;
+
+/// The object that carries the lease of destination `image`.
+pub fn object(image: &str) -> String {
+    format!("rbdcp.lock.{image}")
+}
+
+/// A lease held until dropped.
+pub struct Lease {
+    pool: Arc<Pool>,
+    oid: CString,
+    cookie: CString,
+    stop: Arc<(Mutex<bool>, Condvar)>,
+    renewer: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Lease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lease").field("oid", &self.oid).finish()
+    }
+}
+
+/// Who holds a lock, from its cookie.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Holder {
+    /// The host it runs on.
+    pub host: String,
+    /// Its process id there.
+    pub pid: u32,
+}
+
+impl Holder {
+    /// This process.
+    pub fn me() -> Holder {
+        Holder {
+            host: hostname(),
+            pid: std::process::id(),
+        }
+    }
+
+    /// Parses `HOST:PID:NONCE`.
+    pub fn parse(cookie: &str) -> Option<Holder> {
+        let mut parts = cookie.rsplitn(3, ':');
+        let _nonce = parts.next()?;
+        let pid = parts.next()?.parse().ok()?;
+        let host = parts.next()?.to_owned();
+        Some(Holder { host, pid })
+    }
+
+    /// Whether it is known to be gone: on this host, with no such process.
+    pub fn is_dead(&self) -> bool {
+        self.host == hostname() && !process_alive(self.pid)
+    }
+}
+
+impl std::fmt::Display for Holder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "rbdcp on host {}, process {}", self.host, self.pid)
+    }
+}
+
+/// This machine's host name.
+pub fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: buf is valid for its length; gethostname writes at most that many bytes.
+    let ret = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if ret != 0 {
+        return "localhost".into();
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
+}
+
+/// Whether process `pid` exists on this host (a zombie counts as gone).
+pub fn process_alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the command name in parentheses.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+impl Lease {
+    /// Takes the lease of destination `image` (named `label` in messages). A live holder on
+    /// this host is refused at once ([`Error::Busy`]); a dead one on this host is broken at
+    /// once; a holder on another host is waited for until its lease expires ([`LEASE`] and a
+    /// little more), and refused if it is still held then.
+    pub fn take(pool: &Arc<Pool>, image: &str, label: &str) -> Result<Lease> {
+        let oid = cstr(&object(image), "object name")?;
+        let me = Holder::me();
+        let cookie = cstr(
+            &format!("{}:{}:{:016x}", me.host, me.pid, fastrand::u64(..)),
+            "cookie",
+        )?;
+        let deadline = Instant::now() + LEASE + Duration::from_secs(5);
+        loop {
+            let ret = lock(pool, &oid, &cookie, 0);
+            if ret == 0 {
+                break;
+            }
+            if ret != -libc::EBUSY && ret != -libc::EEXIST {
+                check(ret.into(), "rados_lock_exclusive", label)?;
+            }
+            let lockers = lockers(pool, &oid, label)?;
+            let mut waiting_for = None;
+            for (client, cookie) in &lockers {
+                match Holder::parse(cookie) {
+                    Some(h) if h.is_dead() => break_lock(pool, &oid, client, cookie, label)?,
+                    Some(h) if h.host == me.host || Instant::now() >= deadline => {
+                        return Err(Error::Busy {
+                            image: label.to_owned(),
+                            holder: h.to_string(),
+                        })
+                    }
+                    Some(h) => waiting_for = Some(h),
+                    None => {
+                        return Err(Error::Busy {
+                            image: label.to_owned(),
+                            holder: format!("{client} (lock cookie {cookie:?})"),
+                        })
+                    }
+                }
+            }
+            if let Some(h) = waiting_for {
+                if Instant::now() >= deadline {
+                    return Err(Error::Busy {
+                        image: label.to_owned(),
+                        holder: h.to_string(),
+                    });
+                }
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        }
+        let stop = Arc::new((Mutex::new(false), Condvar::new()));
+        let renewer = {
+            let (pool, oid, cookie, stop) = (
+                Arc::clone(pool),
+                oid.clone(),
+                cookie.clone(),
+                Arc::clone(&stop),
+            );
+            std::thread::Builder::new()
+                .name("rbdcp-lease".into())
+                .spawn(move || renew(&pool, &oid, &cookie, &stop))
+                .map_err(|e| Error::open("start the lease renewer for", label, e))?
+        };
+        Ok(Lease {
+            pool: Arc::clone(pool),
+            oid,
+            cookie,
+            stop,
+            renewer: Some(renewer),
+        })
+    }
+}
+
+/// Renews the lease every [`RENEW`] until told to stop. A renewal that fails (an OSD that
+/// stalls) is tried again at the next tick: the lease lasts three ticks.
+fn renew(pool: &Pool, oid: &CString, cookie: &CString, stop: &(Mutex<bool>, Condvar)) {
+    let (stopped, wake) = stop;
+    let mut s = stopped.lock().unwrap();
+    loop {
+        let (guard, _) = wake.wait_timeout(s, RENEW).unwrap();
+        s = guard;
+        if *s {
+            return;
+        }
+        let _ = lock(pool, oid, cookie, FLAG_RENEW);
+    }
+}
+
+fn lock(pool: &Pool, oid: &CString, cookie: &CString, flags: u8) -> i32 {
+    let mut duration = libc::timeval {
+        tv_sec: LEASE.as_secs() as libc::time_t,
+        tv_usec: 0,
+    };
+    let (name, desc) = (NAME, c"rbdcp run");
+    // SAFETY: the ioctx is valid; the strings and duration outlive the call.
+    unsafe {
+        rados::rados_lock_exclusive(
+            pool.raw(),
+            oid.as_ptr(),
+            name.as_ptr(),
+            cookie.as_ptr(),
+            desc.as_ptr(),
+            &mut duration,
+            flags,
+        )
+    }
+}
+
+/// The (client, cookie) pairs holding the lock.
+fn lockers(pool: &Pool, oid: &CString, label: &str) -> Result<Vec<(String, String)>> {
+    let mut size = 1024;
+    loop {
+        let (mut tag, mut clients, mut cookies, mut addrs) = (
+            vec![0u8; size],
+            vec![0u8; size],
+            vec![0u8; size],
+            vec![0u8; size],
+        );
+        let (mut tag_len, mut clients_len, mut cookies_len, mut addrs_len) =
+            (size, size, size, size);
+        let mut exclusive = 0;
+        // SAFETY: the ioctx is valid; every buffer is valid for the length passed with it,
+        // and each length is a valid in/out-pointer.
+        let ret = unsafe {
+            rados::rados_list_lockers(
+                pool.raw(),
+                oid.as_ptr(),
+                NAME.as_ptr(),
+                &mut exclusive,
+                tag.as_mut_ptr().cast::<c_char>(),
+                &mut tag_len,
+                clients.as_mut_ptr().cast::<c_char>(),
+                &mut clients_len,
+                cookies.as_mut_ptr().cast::<c_char>(),
+                &mut cookies_len,
+                addrs.as_mut_ptr().cast::<c_char>(),
+                &mut addrs_len,
+            )
+        } as i64;
+        if ret == -i64::from(libc::ERANGE) && size < 1 << 20 {
+            size *= 8;
+            continue;
+        }
+        if ret == -i64::from(libc::ENOENT) {
+            return Ok(Vec::new());
+        }
+        let n = check(ret, "rados_list_lockers", label)? as usize;
+        let split = |buf: &[u8]| -> Vec<String> {
+            buf.split(|&b| b == 0)
+                .take(n)
+                .map(|s| String::from_utf8_lossy(s).into_owned())
+                .collect()
+        };
+        let _ = (tag, addrs);
+        return Ok(split(&clients).into_iter().zip(split(&cookies)).collect());
+    }
+}
+
+fn break_lock(pool: &Pool, oid: &CString, client: &str, cookie: &str, label: &str) -> Result<()> {
+    let (c, k) = (cstr(client, "client")?, cstr(cookie, "cookie")?);
+    // SAFETY: the ioctx is valid; the strings outlive the call.
+    let ret = unsafe {
+        rados::rados_break_lock(
+            pool.raw(),
+            oid.as_ptr(),
+            NAME.as_ptr(),
+            c.as_ptr(),
+            k.as_ptr(),
+        )
+    };
+    match ret {
+        r if r == -libc::ENOENT => Ok(()),
+        r => check(r.into(), "rados_break_lock", label).map(drop),
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        {
+            let (stopped, wake) = &*self.stop;
+            *stopped.lock().unwrap() = true;
+            wake.notify_all();
+        }
+        if let Some(t) = self.renewer.take() {
+            let _ = t.join();
+        }
+        // SAFETY: the ioctx is valid; the strings outlive the call. Best effort: a lease
+        // left behind expires by itself.
+        unsafe {
+            rados::rados_unlock(
+                self.pool.raw(),
+                self.oid.as_ptr(),
+                NAME.as_ptr(),
+                self.cookie.as_ptr(),
+            )
+        };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cookie_names_its_holder() {
+        let h = Holder::parse("node-1:a:b:4242:00ff").unwrap();
+        assert_eq!(h.host, "node-1:a:b");
+        assert_eq!(h.pid, 4242);
+        assert!(Holder::parse("nonsense").is_none());
+        assert!(!Holder::me().is_dead());
+        assert!(process_alive(std::process::id()));
+        assert!(!process_alive(u32::MAX - 1));
+    }
+}
