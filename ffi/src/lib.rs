@@ -9,7 +9,7 @@
 #![deny(missing_docs)]
 #![allow(non_camel_case_types)]
 
-use core::ffi::{c_char, c_int, c_void};
+use core::ffi::{c_char, c_int, c_uint, c_void};
 
 /// Major version of the librbd headers these declarations mirror.
 pub const LIBRBD_VER_MAJOR: c_int = 1;
@@ -17,6 +17,9 @@ pub const LIBRBD_VER_MAJOR: c_int = 1;
 pub const LIBRBD_VER_MINOR: c_int = 16;
 /// Extra (patch) version of the librbd headers these declarations mirror.
 pub const LIBRBD_VER_EXTRA: c_int = 0;
+
+/// Exclusive-lock mode: one owner at a time.
+pub const RBD_LOCK_MODE_EXCLUSIVE: rbd_lock_mode_t = 0;
 
 /// Image supports copy-on-write clones of its snapshots.
 pub const RBD_FEATURE_LAYERING: u64 = 1 << 0;
@@ -107,6 +110,8 @@ pub const LIBRADOS_OP_FLAG_FADVISE_FUA: c_int = 0x80;
 pub type rados_ioctx_t = *mut c_void;
 /// An open image, from `rbd_open` or `rbd_open_read_only`.
 pub type rbd_image_t = *mut c_void;
+/// The mode of an image's managed lock (an enum in C).
+pub type rbd_lock_mode_t = c_uint;
 /// Options for image creation, from `rbd_image_options_create`.
 pub type rbd_image_options_t = *mut c_void;
 /// An AIO completion, from `rbd_aio_create_completion`.
@@ -267,6 +272,22 @@ extern "C" {
     pub fn rbd_metadata_set(image: rbd_image_t, key: *const c_char, value: *const c_char) -> c_int;
     /// Removes image-meta `key`; `-ENOENT` if it is not set.
     pub fn rbd_metadata_remove(image: rbd_image_t, key: *const c_char) -> c_int;
+    /// Lists the owners of the image's managed lock (client addresses) into `lock_owners`
+    /// (room for `*max_lock_owners`); `-ERANGE` with the count needed if it is too small.
+    pub fn rbd_lock_get_owners(
+        image: rbd_image_t,
+        lock_mode: *mut rbd_lock_mode_t,
+        lock_owners: *mut *mut c_char,
+        max_lock_owners: *mut usize,
+    ) -> c_int;
+    /// Frees the names `rbd_lock_get_owners` filled in.
+    pub fn rbd_lock_get_owners_cleanup(lock_owners: *mut *mut c_char, lock_owner_count: usize);
+    /// Breaks `lock_owner`'s managed lock (blocklisting it first, by default).
+    pub fn rbd_lock_break(
+        image: rbd_image_t,
+        lock_mode: rbd_lock_mode_t,
+        lock_owner: *const c_char,
+    ) -> c_int;
     /// Gets the id of snapshot `snapname`.
     pub fn rbd_snap_get_id(image: rbd_image_t, snapname: *const c_char, snap_id: *mut u64)
         -> c_int;

@@ -207,6 +207,9 @@ pub fn open_dest(spec: &RbdSpec, opts: &SinkOptions) -> Result<Dest> {
     let staged_name = format!("{}{STAGED}", spec.image);
     let mut staged = open_existing(&pool, &staged_name, &label)?;
     let mut target = open_existing(&pool, &spec.image, &label)?;
+    for image in staged.iter().chain(&target) {
+        release_dead(image, &lease)?;
+    }
     if opts.restart {
         if staged.take().is_some() {
             Image::remove(&pool, &staged_name, &label)?;
@@ -270,6 +273,25 @@ pub fn open_dest(spec: &RbdSpec, opts: &SinkOptions) -> Result<Dest> {
     };
     let sink = RbdSink::new(image, pool, &spec, temp, opts)?;
     Ok(dest(sink, found, lease))
+}
+
+/// Breaks the image lock a dead rbdcp (whose lease `lease` broke) left on `image`, so
+/// that writing does not wait for its watch to time out. The image lock's owner is named
+/// by its client address, which the lease's locker shows too.
+fn release_dead(image: &Image, lease: &Lease) -> Result<()> {
+    if lease.dead.is_empty() {
+        return Ok(());
+    }
+    for owner in image.lock_owners()? {
+        if lease
+            .dead
+            .iter()
+            .any(|d| d == crate::rbd::lease::bare(&owner))
+        {
+            image.lock_break(&owner)?;
+        }
+    }
+    Ok(())
 }
 
 fn dest(sink: RbdSink, found: Found, lease: Lease) -> Dest {

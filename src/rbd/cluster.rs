@@ -121,6 +121,12 @@ impl Cluster {
         check(ret.into(), "rados_conf_read_file", who).map(drop)
     }
 
+    /// This client's global id on the cluster (the `GID` of `client.GID`).
+    pub fn instance_id(&self) -> u64 {
+        // SAFETY: the handle is connected.
+        unsafe { rados::rados_get_instance_id(self.handle) }
+    }
+
     /// The cluster's fsid.
     pub fn fsid(&self) -> Result<String> {
         let mut buf = [0u8; 64];

@@ -431,6 +431,50 @@ impl Image {
         }
     }
 
+    /// The owners of the image's managed (exclusive) lock, by client address.
+    pub fn lock_owners(&self) -> Result<Vec<String>> {
+        let mut room = 4;
+        loop {
+            let mut owners: Vec<*mut c_char> = vec![ptr::null_mut(); room];
+            let (mut mode, mut n) = (sys::RBD_LOCK_MODE_EXCLUSIVE, room);
+            // SAFETY: the handle is open; owners has room for n pointers, which librbd
+            // fills with strings it allocates, freed below by the cleanup call.
+            let ret = unsafe {
+                sys::rbd_lock_get_owners(self.handle, &mut mode, owners.as_mut_ptr(), &mut n)
+            };
+            match ret {
+                // No owner, or no exclusive-lock feature.
+                r if r == -libc::ENOENT || r == -libc::EINVAL => return Ok(Vec::new()),
+                r if r == -libc::ERANGE && n > room => room = n,
+                r => {
+                    check(r.into(), "rbd_lock_get_owners", &self.name)?;
+                    let names = owners[..n]
+                        .iter()
+                        // SAFETY: librbd set the first n entries to NUL-terminated strings.
+                        .map(|&p| unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned())
+                        .collect();
+                    // SAFETY: the n strings came from rbd_lock_get_owners and are freed once.
+                    unsafe { sys::rbd_lock_get_owners_cleanup(owners.as_mut_ptr(), n) };
+                    return Ok(names);
+                }
+            }
+        }
+    }
+
+    /// Breaks `owner`'s exclusive lock (librbd blocklists the owner first): for an owner
+    /// known to be dead, whose lock would otherwise hold writers back until its watch
+    /// times out (30 s).
+    pub fn lock_break(&self, owner: &str) -> Result<()> {
+        let o = cstr(owner, "lock owner")?;
+        // SAFETY: the handle is open; o outlives the call.
+        let ret =
+            unsafe { sys::rbd_lock_break(self.handle, sys::RBD_LOCK_MODE_EXCLUSIVE, o.as_ptr()) };
+        match ret {
+            r if r == -libc::ENOENT => Ok(()),
+            r => check(r.into(), "rbd_lock_break", &self.name).map(drop),
+        }
+    }
+
     /// The value of image-meta `key`, or `None` when it is not set.
     pub fn meta_get(&self, key: &str) -> Result<Option<String>> {
         let k = cstr(key, "metadata key")?;

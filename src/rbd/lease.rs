@@ -1,9 +1,10 @@
 //! A lease on a destination: a RADOS exclusive lock with an expiry, renewed while the run
 //! lives, on a small object named after the destination image.
 //!
-//! The lock's cookie names its holder (`HOST:PID:NONCE`), so a second run can say who holds
-//! the destination, break the lock of a holder on this host whose process is gone, and wait
-//! for the lease of a holder elsewhere to expire. See issue 11.
+//! The lock's cookie names its holder (`HOST:PID:GID:NONCE`, GID its client's global id), so
+//! a second run can say who holds the destination, break the lock of a holder on this host
+//! whose process is gone (and the image lock that holder's client left), and wait for the
+//! lease of a holder elsewhere to expire. See issue 11.
 
 use std::ffi::{c_char, CString};
 use std::sync::{Arc, Condvar, Mutex};
@@ -31,6 +32,8 @@ pub fn object(image: &str) -> String {
 
 /// A lease held until dropped.
 pub struct Lease {
+    /// The client addresses of dead holders whose leases this one broke.
+    pub dead: Vec<String>,
     pool: Arc<Pool>,
     oid: CString,
     cookie: CString,
@@ -51,6 +54,8 @@ pub struct Holder {
     pub host: String,
     /// Its process id there.
     pub pid: u32,
+    /// Its client's global id on the cluster, where known.
+    pub gid: Option<u64>,
 }
 
 impl Holder {
@@ -59,16 +64,18 @@ impl Holder {
         Holder {
             host: hostname(),
             pid: std::process::id(),
+            gid: None,
         }
     }
 
-    /// Parses `HOST:PID:NONCE`.
+    /// Parses `HOST:PID:GID:NONCE`.
     pub fn parse(cookie: &str) -> Option<Holder> {
-        let mut parts = cookie.rsplitn(3, ':');
+        let mut parts = cookie.rsplitn(4, ':');
         let _nonce = parts.next()?;
+        let gid = parts.next()?.parse().ok();
         let pid = parts.next()?.parse().ok()?;
         let host = parts.next()?.to_owned();
-        Some(Holder { host, pid })
+        Some(Holder { host, pid, gid })
     }
 
     /// Whether it is known to be gone: on this host, with no such process.
@@ -114,10 +121,12 @@ impl Lease {
     pub fn take(pool: &Arc<Pool>, image: &str, label: &str) -> Result<Lease> {
         let oid = cstr(&object(image), "object name")?;
         let me = Holder::me();
+        let gid = pool.cluster().instance_id();
         let cookie = cstr(
-            &format!("{}:{}:{:016x}", me.host, me.pid, fastrand::u64(..)),
+            &format!("{}:{}:{gid}:{:016x}", me.host, me.pid, fastrand::u64(..)),
             "cookie",
         )?;
+        let mut dead = Vec::new();
         let deadline = Instant::now() + LEASE + Duration::from_secs(5);
         loop {
             let ret = lock(pool, &oid, &cookie, 0);
@@ -129,9 +138,12 @@ impl Lease {
             }
             let lockers = lockers(pool, &oid, label)?;
             let mut waiting_for = None;
-            for (client, cookie) in &lockers {
+            for (client, cookie, addr) in &lockers {
                 match Holder::parse(cookie) {
-                    Some(h) if h.is_dead() => break_lock(pool, &oid, client, cookie, label)?,
+                    Some(h) if h.is_dead() => {
+                        break_lock(pool, &oid, client, cookie, label)?;
+                        dead.push(bare(addr).to_owned());
+                    }
                     Some(h) if h.host == me.host || Instant::now() >= deadline => {
                         return Err(Error::Busy {
                             image: label.to_owned(),
@@ -171,6 +183,7 @@ impl Lease {
                 .map_err(|e| Error::open("start the lease renewer for", label, e))?
         };
         Ok(Lease {
+            dead,
             pool: Arc::clone(pool),
             oid,
             cookie,
@@ -178,6 +191,15 @@ impl Lease {
             renewer: Some(renewer),
         })
     }
+}
+
+/// A client address without its messenger prefix (`v1:`, `v2:`, `any:`), as librbd names
+/// a lock owner.
+pub fn bare(addr: &str) -> &str {
+    ["v1:", "v2:", "any:"]
+        .iter()
+        .find_map(|p| addr.strip_prefix(p))
+        .unwrap_or(addr)
 }
 
 /// Renews the lease every [`RENEW`] until told to stop. A renewal that fails (an OSD that
@@ -215,8 +237,8 @@ fn lock(pool: &Pool, oid: &CString, cookie: &CString, flags: u8) -> i32 {
     }
 }
 
-/// The (client, cookie) pairs holding the lock.
-fn lockers(pool: &Pool, oid: &CString, label: &str) -> Result<Vec<(String, String)>> {
+/// The (client, cookie, address) of each holder of the lock.
+fn lockers(pool: &Pool, oid: &CString, label: &str) -> Result<Vec<(String, String, String)>> {
     let mut size = 1024;
     loop {
         let (mut tag, mut clients, mut cookies, mut addrs) = (
@@ -260,8 +282,14 @@ fn lockers(pool: &Pool, oid: &CString, label: &str) -> Result<Vec<(String, Strin
                 .map(|s| String::from_utf8_lossy(s).into_owned())
                 .collect()
         };
-        let _ = (tag, addrs);
-        return Ok(split(&clients).into_iter().zip(split(&cookies)).collect());
+        let _ = tag;
+        let (clients, cookies, addrs) = (split(&clients), split(&cookies), split(&addrs));
+        return Ok(clients
+            .into_iter()
+            .zip(cookies)
+            .zip(addrs)
+            .map(|((c, k), a)| (c, k, a))
+            .collect());
     }
 }
 
@@ -312,10 +340,13 @@ mod tests {
 
     #[test]
     fn a_cookie_names_its_holder() {
-        let h = Holder::parse("node-1:a:b:4242:00ff").unwrap();
+        let h = Holder::parse("node-1:a:b:4242:4100:00ff").unwrap();
         assert_eq!(h.host, "node-1:a:b");
         assert_eq!(h.pid, 4242);
+        assert_eq!(h.gid, Some(4100));
         assert!(Holder::parse("nonsense").is_none());
+        assert_eq!(bare("v1:127.0.0.1:0/26700"), "127.0.0.1:0/26700");
+        assert_eq!(bare("127.0.0.1:0/26700"), "127.0.0.1:0/26700");
         assert!(!Holder::me().is_dead());
         assert!(process_alive(std::process::id()));
         assert!(!process_alive(u32::MAX - 1));
