@@ -80,7 +80,7 @@ pub enum Command {
     /// Print the extents of an image that hold data, as `rbd diff` prints them.
     #[command(after_help = AFTER_HELP)]
     Diff(DiffArgs),
-    /// Compare two images chunk by chunk by crc32; exit 0 if identical, 1 if not.
+    /// Compare two images byte for byte, chunks in parallel (or a random sample of chunks); exit 0 if identical, 1 if not.
     #[command(after_help = AFTER_HELP)]
     Verify(VerifyArgs),
     /// Write an image's changes (or all its data) as an `rbd export-diff` v1 stream.
@@ -270,9 +270,27 @@ pub struct VerifyArgs {
     #[command(flatten)]
     pub workers: Workers,
     #[command(flatten)]
+    pub limits: LimitArgs,
+    /// Compare only a random PERCENT of the chunks (above 0, at most 100), for a quick scrub.
+    #[arg(long, value_name = "PERCENT", value_parser = percent)]
+    pub sample: Option<f64>,
+    /// Pick the --sample chunks with seed N: the same seed picks the same chunks [default: a random seed, printed].
+    #[arg(long, value_name = "N", requires = "sample")]
+    pub seed: Option<u64>,
+    #[command(flatten)]
     pub retry: RetryArgs,
     #[command(flatten)]
     pub output: OutputArgs,
+}
+
+/// A share in percent, above 0 and at most 100, with or without a `%`.
+fn percent(text: &str) -> Result<f64, String> {
+    match text.strip_suffix('%').unwrap_or(text).parse::<f64>() {
+        Ok(p) if p > 0.0 && p <= 100.0 => Ok(p),
+        _ => Err(format!(
+            "{text:?} is not a percentage above 0 and at most 100"
+        )),
+    }
 }
 
 fn positive_secs(text: &str) -> Result<f64, String> {

@@ -14,7 +14,10 @@ use std::time::Duration;
 use anyhow::{Context as _, Result};
 use rbdcp::backend::retry::{Policy, Retry};
 use rbdcp::backend::{open_source, Access, SourceOptions};
-use rbdcp::engine::{compare, default_jobs, ImageSource, Limits, Throttle, DEFAULT_EVERY};
+use rbdcp::engine::{
+    compare_with, default_jobs, Comparison, ImageSource, Limits, Sample, Scan, Throttle,
+    DEFAULT_EVERY,
+};
 use rbdcp::job::{self, Context, Outcome};
 use rbdcp::size::human;
 use rbdcp::Location;
@@ -319,46 +322,62 @@ fn verify(a: VerifyArgs, access: &Access) -> Result<ExitCode> {
         ))
     };
     let (left, right) = (open(&a_loc)?, open(&b_loc)?);
+    let sample = a.sample.map(|percent| Sample {
+        percent,
+        seed: a.seed.unwrap_or_else(|| fastrand::u64(..)),
+    });
+    if let Some(s) = sample.filter(|_| !a.output.json) {
+        eprintln!("rbdcp: sampling {}% of chunks, seed {}", s.percent, s.seed);
+    }
+    let scan = Scan {
+        jobs: jobs(&a.workers),
+        chunk: a.workers.chunk_size,
+        sample,
+    };
     let bar = progress::pick(!a.output.no_progress, "verify");
-    let c = compare(
-        &left,
-        &right,
-        jobs(&a.workers),
-        a.workers.chunk_size,
-        bar.as_ref(),
-    )
-    .with_context(|| format!("comparing {a_loc} with {b_loc}"))?;
+    let c = compare_with(&left, &right, &scan, &throttle(&a.limits), bar.as_ref())
+        .with_context(|| format!("comparing {a_loc} with {b_loc}"))?;
+    let (a_name, b_name) = (a_loc.to_string(), b_loc.to_string());
     if a.output.json {
-        print_json(&VerifyJson::new(&a_loc.to_string(), &b_loc.to_string(), &c))?;
+        print_json(&VerifyJson::new(&a_name, &b_name, &c))?;
+    } else {
+        write_out(&comparison_text(&a_name, &b_name, &c))?;
     }
     if c.identical() {
-        if !a.output.json {
-            write_out(&format!(
-                "identical: {} bytes, {} compared\n",
-                c.size_a, c.bytes_compared
-            ))?;
-        }
         return Ok(ExitCode::SUCCESS);
     }
-    if !a.output.json {
-        let mut text = String::new();
-        if c.size_a != c.size_b {
-            text.push_str(&format!(
-                "sizes differ: {a_loc} holds {} bytes, {b_loc} {}\n",
-                c.size_a, c.size_b
-            ));
-        }
-        for (offset, len) in &c.first {
-            text.push_str(&format!("differ at offset {offset} length {len}\n"));
-        }
-        write_out(&text)?;
-    }
-    let what = if c.differing > 0 {
-        format!("{} chunk(s) differ", c.differing)
-    } else {
-        "sizes differ".to_owned()
+    let what = match (c.differing, c.sample) {
+        (0, _) => "sizes differ".to_owned(),
+        (n, None) => format!("{n} chunk(s) differ"),
+        (n, Some(s)) => format!("{n} chunk(s) differ in a {}% sample", s.percent),
     };
     Err(Differ(format!("{a_loc} and {b_loc} differ: {what}")).into())
+}
+
+/// What `rbdcp verify` prints without `--json`: one line when identical (in the sample),
+/// else the sizes when they differ and one `differ at offset O length L` line per range.
+fn comparison_text(a: &str, b: &str, c: &Comparison) -> String {
+    if c.identical() {
+        let scope = match c.sample {
+            Some(s) => format!(" in a {}% sample of chunks (seed {})", s.percent, s.seed),
+            None => String::new(),
+        };
+        return format!(
+            "identical{scope}: {} bytes, {} compared\n",
+            c.size_a, c.bytes_compared
+        );
+    }
+    let mut text = String::new();
+    if c.size_a != c.size_b {
+        text.push_str(&format!(
+            "sizes differ: {a} holds {} bytes, {b} {}\n",
+            c.size_a, c.size_b
+        ));
+    }
+    for (offset, len) in &c.first {
+        text.push_str(&format!("differ at offset {offset} length {len}\n"));
+    }
+    text
 }
 
 /// Left-aligned columns two spaces apart, as Ceph's TextTable prints them.

@@ -10,7 +10,11 @@
 //! (holes or write-zeroes); extents and chunks in the plan; wall seconds; bytes covered per
 //! second; and `verified` (`true` or `false` after `--verify`, else `null`).
 //! `rbdcp discard --json` prints `{"destination", "discarded"}`. `rbdcp verify --json` prints `{"a", "b", "size_a", "size_b", "identical",
-//! "differing_chunks", "first_differences": [{"offset", "length"}], "bytes_compared"}`.
+//! "differing_chunks", "first_differences": [{"offset", "length"}], "bytes_compared",
+//! "sample_percent", "seed"}`: the first differing chunks (at most 16, lowest first) and the
+//! bytes compared (each read from both images); with `--sample`, the share of chunks compared
+//! and the seed that picked them (else both `null`), and then `identical` and the differences
+//! are the sample's: `identical` means no difference in the chunks compared.
 //! A run that fails prints `{"error": "..."}` instead, and exits 1.
 
 use rbdcp::engine::Comparison;
@@ -83,6 +87,10 @@ pub struct VerifyJson<'a> {
     pub differing_chunks: u64,
     pub first_differences: Vec<Range>,
     pub bytes_compared: u64,
+    /// The share of chunks compared, in percent, with `--sample`.
+    pub sample_percent: Option<f64>,
+    /// The seed that picked them, with `--sample`.
+    pub seed: Option<u64>,
 }
 
 impl<'a> VerifyJson<'a> {
@@ -100,6 +108,8 @@ impl<'a> VerifyJson<'a> {
                 .map(|&(offset, length)| Range { offset, length })
                 .collect(),
             bytes_compared: c.bytes_compared,
+            sample_percent: c.sample.map(|s| s.percent),
+            seed: c.sample.map(|s| s.seed),
         }
     }
 }

@@ -19,7 +19,7 @@ pub use plan::{chunk_size, is_zero, sparse_runs, Chunk, Plan, SPARSE_BLOCK, SPAR
 pub use progress::{Progress, Silent};
 pub use run::Tracker;
 pub use throttle::{Limits, Pace, Throttle};
-pub use verify::{check_sums, compare, Comparison};
+pub use verify::{check_sums, compare, compare_with, Comparison, Sample, Scan};
 
 use crate::error::Result;
 
