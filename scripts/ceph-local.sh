@@ -3,22 +3,41 @@
 #
 # Usage:
 #   ceph-local.sh install            install the Debian packages needed (quiet and fast when present)
-#   ceph-local.sh start NAME PORT    start cluster NAME (mon on 127.0.0.1:PORT, msgr2 only);
+#   ceph-local.sh start NAME PORT [--bluestore] [--mgr]
+#                                    start cluster NAME (mon on 127.0.0.1:PORT, msgr2 only);
 #                                    prints $ROOT/NAME/ceph.conf on stdout, progress on stderr
+#       --bluestore                  the OSD keeps its data in bluestore on a sparse 8 GiB file
+#                                    ($ROOT/NAME/osd.0.block), so it survives osd-kill + osd-start
+#       --mgr                        also run a ceph-mgr (mgr.a, only the always-on modules); needed for
+#                                    pool quotas, `ceph df`, `ceph pg stat`, `ceph osd pool stats`
 #   ceph-local.sh stop NAME          kill the cluster's daemons and remove $ROOT/NAME (idempotent)
-#   ceph-local.sh status NAME        exit 0 if both daemons of NAME are alive
+#   ceph-local.sh status NAME        exit 0 if all daemons of NAME are alive
+#   ceph-local.sh osd-kill NAME      SIGKILL osd.0, wait until it is gone, mark it down in the osdmap
+#   ceph-local.sh osd-start NAME     start osd.0 again (--bluestore clusters only), wait until it is up
+#                                    and every PG of every pool answers
+#   ceph-local.sh osd-pause NAME     freeze osd.0 (SIGSTOP)
+#   ceph-local.sh osd-resume NAME    thaw osd.0 (SIGCONT)
+#   ceph-local.sh unstick NAME [SECS]
+#                                    if osd.0 has ops stuck "waiting for readable" (or older than SECS,
+#                                    default 10) or an I/O probe fails, mark it down and wait until it
+#                                    is up again and I/O works; prints one line saying what it found and
+#                                    did; exit 0 if I/O works at the end
 #
 # ROOT is ${RBDCP_CEPH_ROOT:-/tmp/rbdcp-ceph}. In $ROOT/NAME, besides ceph.conf and the daemons' data:
 #   keyring          client.admin (ceph.conf's [client] points at it)
 #   ro.keyring       client.ro,    mon 'profile rbd' osd 'profile rbd-read-only'
 #   rbdcp.keyring    client.rbdcp, mon 'profile rbd' osd 'profile rbd pool=rbd'
 #   far.conf         ceph.conf plus ms_inject_delay_* (every OSD reply reaches the client 0-10 ms late)
-#   log/             mon.a.log, osd.0.log, cluster.log, bringup.log (output of the bring-up commands)
+#   log/             mon.a.log, osd.0.log, cluster.log, bringup.log (output of the bring-up commands),
+#                    mgr.a.log with --mgr, ops.log (output of the ceph commands of osd-kill, osd-start, unstick)
+#   pids             "DAEMON PID" lines (mon.a, osd.0, mgr.a); osd-start replaces the osd.0 line
+#   osd.0.block      with --bluestore: the OSD's sparse block file (osd.0/ holds only its metadata)
+#   mgr.a/           with --mgr: the mgr's data and keyring (mgr.a, caps mon 'allow profile mgr' osd/mds 'allow *')
 # e.g.  rbd -c DIR/ceph.conf --id ro --keyring DIR/ro.keyring export rbd/x - >x.img
 # Facts behind the settings: /work/shared/notes/ceph-local.md
 set -euo pipefail
 
-PACKAGES=(ceph-mon ceph-osd ceph-common librbd-dev librados-dev uuid-runtime libgoogle-perftools4)
+PACKAGES=(ceph-mon ceph-osd ceph-mgr ceph-common librbd-dev librados-dev uuid-runtime libgoogle-perftools4)
 ROOT=${RBDCP_CEPH_ROOT:-/tmp/rbdcp-ceph}
 [[ $ROOT == /* ]] || ROOT=$PWD/$ROOT   # the conf path must be absolute: stop matches it in /proc/PID/cmdline
 ROOT=${ROOT%/}
@@ -27,12 +46,14 @@ PROG=${0##*/}
 NAME=''
 DIR=''
 CONF=''
+BLUESTORE=0 # start --bluestore
+MGR=0       # start --mgr
 T0=${EPOCHREALTIME/,/.}
 
 log() { printf '[%s %5.2fs] %s\n' "${NAME:-$PROG}" "$(elapsed)" "$*" >&2; }
 die() { printf '%s: %s\n' "$PROG${NAME:+ ($NAME)}" "$*" >&2; exit 1; }
 elapsed() { awk -v a="$T0" -v b="${EPOCHREALTIME/,/.}" 'BEGIN { printf "%.2f", b - a }'; }
-usage() { sed -n '3,9s/^# \{0,1\}//p' "$0" >&2; exit 2; }
+usage() { sed -n '3,/^#$/{/^#$/d;s/^# \{0,1\}//p;}' "$0" >&2; exit 2; }
 
 set_name() {
 	[[ ${1:-} =~ ^[A-Za-z0-9][A-Za-z0-9_.-]*$ ]] || die "bad cluster name '${1:-}' (letters, digits, . _ - only)"
@@ -68,10 +89,17 @@ recorded_pids() {
 	} 2>/dev/null | grep -E '^[0-9]+$' | sort -u || true
 }
 
-daemon_pid() { # daemon_pid mon.a|osd.0
+daemon_pid() { # daemon_pid mon.a|osd.0|mgr.a
 	[[ -f $DIR/pids ]] || return 0
 	awk -v d="$1" '$1 == d { print $2 }' "$DIR/pids"
 }
+
+# proc_state PID: R, S, D, T (stopped, e.g. by osd-pause), Z...; empty if there is no such process.
+proc_state() { awk '$1 == "State:" { print $2 }' "/proc/$1/status" 2>/dev/null || true; }
+
+# The cluster was started with --mgr / --bluestore (its conf says so).
+has_mgr() { grep -qx '\[mgr\]' "$CONF" 2>/dev/null; }
+is_bluestore() { grep -qx 'osd_objectstore = bluestore' "$CONF" 2>/dev/null; }
 
 # Kills this cluster's daemons (SIGKILL) and waits until they are gone or zombies.
 kill_daemons() {
@@ -117,11 +145,16 @@ cmd_install() {
 
 cmd_status() {
 	set_name "${1:-}"
-	local mon osd
+	local mon osd mgr='' extra=''
 	mon=$(daemon_pid mon.a)
 	osd=$(daemon_pid osd.0)
+	if has_mgr; then
+		mgr=$(daemon_pid mgr.a)
+		if [[ -n $mgr ]] && owned "$mgr"; then extra=", mgr.a pid $mgr"; else mon=''; fi
+	fi
+	[[ -n $osd && $(proc_state "$osd") == T ]] && extra+=", osd.0 paused"
 	if [[ -n $mon && -n $osd ]] && owned "$mon" && owned "$osd"; then
-		echo "$NAME: running (mon.a pid $mon, osd.0 pid $osd, conf $CONF)"
+		echo "$NAME: running (mon.a pid $mon, osd.0 pid $osd$extra, conf $CONF)"
 		return 0
 	fi
 	echo "$NAME: not running"
@@ -135,6 +168,195 @@ cmd_stop() {
 	kill_daemons || rc=1
 	rm -rf -- "$DIR"
 	return "$rc"
+}
+
+# ---------------------------------------------------------------- OSD faults: kill, start, pause, resume, unstick
+
+# Output of the ceph commands these run goes to log/ops.log; what they did to stderr.
+OPSLOG=/dev/null
+
+# need_cluster: the cluster was started and its mon is alive.
+need_cluster() {
+	local mon
+	[[ -f $CONF ]] || die "cluster '$NAME' is not started ($CONF does not exist)"
+	mon=$(daemon_pid mon.a)
+	if [[ -z $mon ]] || ! owned "$mon"; then die "the mon of cluster '$NAME' is not running"; fi
+	OPSLOG=$DIR/log/ops.log
+	printf '\n### %s %s\n' "$(date '+%F %T')" "$*" >>"$OPSLOG"
+}
+
+# running_osd: prints osd.0's pid; fails if it is not running.
+running_osd() {
+	local pid
+	pid=$(daemon_pid osd.0)
+	[[ -n $pid ]] && owned "$pid" && echo "$pid"
+}
+
+# wait_state PID SECS STATE...: waits until /proc/PID/status shows one of STATEs (T, S, ...).
+wait_state() {
+	local pid=$1 deadline=$((SECONDS + $2)) st
+	shift 2
+	while :; do
+		st=$(proc_state "$pid")
+		[[ " $* " == *" ${st:-gone} "* ]] && return 0
+		((SECONDS < deadline)) || return 1
+		sleep 0.02
+	done
+}
+
+# io_probe SECS: every placement group of every pool answers a listing (a read: it works on a pool that
+# is full too); tries again until SECS have passed. A PG that is stuck "waiting for readable" fails it.
+io_probe() {
+	local deadline=$((SECONDS + $1)) ok p pools
+	local R=(timeout 20 rados -c "$CONF" --client_mount_timeout 5 --rados_osd_op_timeout 5)
+	while :; do
+		ok=1
+		if mapfile -t pools < <("${R[@]}" lspools 2>>"$OPSLOG") && ((${#pools[@]} > 0)); then
+			for p in "${pools[@]}"; do
+				"${R[@]}" -p "$p" ls >/dev/null 2>>"$OPSLOG" || { ok=0; break; }
+			done
+		else
+			ok=0
+		fi
+		((ok)) && return 0
+		((SECONDS < deadline)) || return 1
+		sleep 0.2
+	done
+}
+
+# wait_osd_active PID SECS: the (new) OSD process PID says it is active, i.e. it booted and is up in the osdmap.
+wait_osd_active() {
+	local pid=$1 deadline=$((SECONDS + $2)) st
+	while :; do
+		st=$(timeout 10 ceph -c "$CONF" daemon osd.0 status 2>>"$OPSLOG") || st=''
+		[[ $st == *'"state": "active"'* ]] && return 0
+		owned "$pid" || die "ceph-osd (pid $pid) exited; see $DIR/log/osd.0.log"
+		((SECONDS < deadline)) || return 1
+		sleep 0.2
+	done
+}
+
+cmd_osd_kill() {
+	set_name "${1:-}"
+	need_cluster osd-kill
+	local pid
+	pid=$(running_osd) || die "osd.0 is not running"
+	kill -KILL "$pid" 2>/dev/null || true
+	wait_state "$pid" 15 Z X gone || die "osd.0 (pid $pid) still alive 15 s after SIGKILL"
+	log "osd.0 (pid $pid) killed"
+	# A real cluster's other OSDs would report it at once; here only the mon is left to tell.
+	if C osd down 0 >>"$OPSLOG" 2>&1; then
+		log "osd.0 marked down"
+	else
+		log "warning: ceph osd down 0 failed (see $OPSLOG)"
+	fi
+	is_bluestore || log "note: memstore lost the OSD's data; osd-start needs a cluster started with --bluestore"
+}
+
+cmd_osd_start() {
+	set_name "${1:-}"
+	need_cluster osd-start
+	local pid
+	if pid=$(running_osd); then die "osd.0 is already running (pid $pid)"; fi
+	is_bluestore || die "osd.0 keeps its data in memstore, which loses it when the OSD is killed; start the cluster with --bluestore"
+	tcmalloc_preload
+	rm -f -- "$DIR/run/osd.0.pid" # a killed OSD leaves its pid file behind
+	launch "$DIR/log/osd.0.out" env "${PRELOAD[@]}" ceph-osd -c "$CONF" -i 0 ||
+		die "ceph-osd failed to start; see $DIR/log/osd.0.out and osd.0.log"
+	pid=$(read_pidfile osd.0)
+	wait_osd_active "$pid" 60 || die "osd.0 (pid $pid) not up after 60 s"
+	log "osd.0 up again (pid $pid)"
+	io_probe 60 || die "osd.0 is up, but I/O on the pools still fails after 60 s"
+	log "I/O works"
+}
+
+cmd_osd_pause() {
+	set_name "${1:-}"
+	local pid
+	pid=$(running_osd) || die "osd.0 is not running"
+	kill -STOP "$pid"
+	wait_state "$pid" 5 T || die "osd.0 (pid $pid) not stopped 5 s after SIGSTOP"
+	log "osd.0 (pid $pid) paused (SIGSTOP)"
+}
+
+cmd_osd_resume() {
+	set_name "${1:-}"
+	local pid
+	pid=$(running_osd) || die "osd.0 is not running"
+	kill -CONT "$pid"
+	wait_state "$pid" 5 R S D || die "osd.0 (pid $pid) still stopped 5 s after SIGCONT"
+	log "osd.0 (pid $pid) resumed (SIGCONT)"
+}
+
+# stuck_ops MAX_AGE: prints a summary of osd.0's ops in flight that wait "waiting for readable" or are
+# older than MAX_AGE seconds, both in a first look and in a second one 2 s later (so that the ops a freeze
+# held back, which finish right after SIGCONT, do not count); prints nothing if there are none.
+stuck_ops() {
+	local max=$1 a=$DIR/run/ops-1.json b=$DIR/run/ops-2.json
+	timeout 10 ceph -c "$CONF" daemon osd.0 dump_ops_in_flight >"$a" 2>>"$OPSLOG" || return 1
+	local first
+	first=$(stuck_filter "$max" "$a") || return 1
+	[[ -n $first ]] || return 0
+	sleep 2
+	timeout 10 ceph -c "$CONF" daemon osd.0 dump_ops_in_flight >"$b" 2>>"$OPSLOG" || return 1
+	stuck_filter "$max" "$b" "$a"
+}
+
+# stuck_filter MAX_AGE JSON_FILE [EARLIER_JSON_FILE]: the summary for stuck_ops.
+stuck_filter() {
+	python3 - "$@" <<'PY'
+import json, sys
+def load(path):
+    with open(path) as f:
+        return json.load(f)
+max_age, now = float(sys.argv[1]), load(sys.argv[2])
+seen = {op.get("description") for op in load(sys.argv[3]).get("ops", [])} if len(sys.argv) > 3 else None
+stuck = []
+for op in now.get("ops", []):
+    td = op.get("type_data") or {}
+    states = [str(td.get("flag_point", ""))] + [str(e.get("event", "")) for e in td.get("events", [])[-1:]]
+    readable = any("waiting for readable" in s for s in states)
+    if (readable or float(op.get("age", 0)) >= max_age) and (seen is None or op.get("description") in seen):
+        stuck.append((float(op.get("age", 0)), readable))
+if stuck:
+    n = sum(1 for _, r in stuck if r)
+    print("%d op(s) stuck (oldest %.1f s, %d waiting for readable)" % (len(stuck), max(a for a, _ in stuck), n))
+PY
+}
+
+cmd_unstick() {
+	set_name "${1:-}"
+	local max=${2:-10}
+	[[ $max =~ ^[0-9]+$ ]] || die "bad age '$max' (whole seconds)"
+	need_cluster unstick
+	local pid why st deadline
+	pid=$(running_osd) || die "osd.0 is not running"
+	[[ $(proc_state "$pid") != T ]] || die "osd.0 (pid $pid) is paused; run: $PROG osd-resume $NAME"
+	why=$(stuck_ops "$max") || die "cannot read osd.0's ops in flight (admin socket $DIR/run/osd.0.asok)"
+	if [[ -z $why ]]; then
+		if io_probe 0; then
+			echo "$NAME: nothing stuck (no old ops in flight, I/O works)"
+			return 0
+		fi
+		why="I/O probe failed"
+		st=$(stuck_ops 0) && [[ -n $st ]] && why+=", $st"
+	fi
+	log "osd.0: $why; marking it down"
+	local t0=$SECONDS
+	C osd down 0 >>"$OPSLOG" 2>&1 || die "ceph osd down 0 failed (see $OPSLOG)"
+	# The mon answers once the map with osd.0 down is committed; the OSD then boots again by itself.
+	deadline=$((SECONDS + 60))
+	while :; do
+		st=$(C osd stat -f json 2>>"$OPSLOG") || st=''
+		[[ $st == *'"num_up_osds":1'* ]] && break
+		owned "$pid" || die "ceph-osd (pid $pid) exited; see $DIR/log/osd.0.log"
+		((SECONDS < deadline)) || die "osd.0 not up again 60 s after being marked down: $st"
+		sleep 0.2
+	done
+	log "osd.0 up again"
+	io_probe 60 || die "osd.0 is up again, but I/O on the pools still fails after 60 s"
+	log "I/O works"
+	echo "$NAME: $why; marked osd.0 down; up again and I/O works after $((SECONDS - t0)) s"
 }
 
 # ---------------------------------------------------------------- start
@@ -208,20 +430,81 @@ mon_cluster_log_file = $DIR/log/cluster.log
 log_file = $DIR/log/\$name.log
 pid_file = $DIR/run/\$name.pid
 admin_socket = $DIR/run/\$name.asok
+EOF
+		if ((MGR)); then
+			cat <<EOF
+# the mon applies pool quotas (sets the pool's full flag) in its tick, from the usage the mgr reports
+mon_tick_interval = 1
+mgr_initial_modules =
+EOF
+		fi
+		cat <<EOF
 
 [osd]
+EOF
+		if ((BLUESTORE)); then
+			cat <<EOF
+osd_objectstore = bluestore
+# the block file must be outside osd_data (mkfs fails with ELOOP otherwise); sparse, created by mkfs
+bluestore_block_path = $DIR/\$name.block
+bluestore_block_create = true
+bluestore_block_size = 8589934592
+bluestore_fsck_on_mkfs = false
+bluestore_cache_autotune = false
+bluestore_cache_size = 134217728
+# each close of the block device waits for the aio thread's poll timeout (default 250 ms); mkfs and
+# mount open and close it over a dozen times
+bdev_aio_poll_ms = 10
+EOF
+		else
+			cat <<EOF
 osd_objectstore = memstore
 memstore_device_bytes = 8589934592
 memstore_page_set = true
+EOF
+		fi
+		cat <<EOF
 osd_data = $DIR/osd.\$id
 osd_snap_trim_sleep_hdd = 0
 osd_delete_sleep_hdd = 0
 osd_recovery_sleep_hdd = 0
+# unstick marks the OSD down; by default the 5th mark-down within 10 minutes makes it shut itself down
+osd_max_markdown_count = 1000
 log_file = $DIR/log/\$name.log
 pid_file = $DIR/run/\$name.pid
 admin_socket = $DIR/run/\$name.asok
 EOF
+		if ((MGR)); then
+			cat <<EOF
+
+[mgr]
+mgr_data = $DIR/mgr.\$id
+keyring = $DIR/mgr.\$id/keyring
+# only the always-on python modules (the mon reports HEALTH_ERR if one is missing); pool usage
+# (for quotas, ceph df) comes from the C++ core
+mgr_disabled_modules = $MGR_MODULES
+# report usage every second instead of every 5 s (OSD -> mgr) and 2 s (mgr -> mon)
+mgr_stats_period = 1
+mgr_tick_period = 1
+log_file = $DIR/log/\$name.log
+pid_file = $DIR/run/\$name.pid
+admin_socket = $DIR/run/\$name.asok
+EOF
+		fi
 	} >"$file"
+}
+
+# The mgr python modules that are not always on (the mon's list for octopus to squid), comma-separated:
+# the [mgr] section disables them.
+MGR_ALWAYS_ON=" balancer crash devicehealth orchestrator pg_autoscaler progress rbd_support status telemetry volumes "
+mgr_modules() {
+	local d n names=()
+	for d in /usr/share/ceph/mgr/*/; do
+		n=$(basename "$d")
+		[[ -f $d/module.py && $MGR_ALWAYS_ON != *" $n "* ]] && names+=("$n")
+	done
+	local IFS=,
+	echo "${names[*]}"
 }
 
 # Waits for a daemon's pid file (the daemons write it before their launcher returns; this is a safety net).
@@ -233,9 +516,25 @@ read_pidfile() { # read_pidfile DAEMON
 		((SECONDS < deadline)) || die "$1 wrote no pid file ($f)"
 		sleep 0.05
 	done
+	if [[ -f $DIR/pids ]]; then # osd-start: the new pid replaces the old one
+		awk -v d="$1" '$1 != d' "$DIR/pids" >"$DIR/pids.new"
+		mv -f -- "$DIR/pids.new" "$DIR/pids"
+	fi
 	echo "$1 $pid" >>"$DIR/pids"
 	owned "$pid" || die "$1 (pid $pid) died right after starting"
 	echo "$pid"
+}
+
+# Sets PRELOAD to the env assignment that makes the OSD use tcmalloc (much faster overwrites), if present.
+PRELOAD=()
+tcmalloc_preload() {
+	local tcmalloc
+	for tcmalloc in /usr/lib/*/libtcmalloc_minimal.so.4 ''; do [[ -e $tcmalloc ]] && break; done
+	if [[ -n $tcmalloc ]]; then
+		PRELOAD=(LD_PRELOAD="$tcmalloc")
+	else
+		log "warning: libtcmalloc_minimal.so.4 not found, the OSD runs with glibc malloc"
+	fi
 }
 
 # launch OUTFILE CMD...: starts a self-daemonizing ceph daemon with stdin /dev/null, stdout+stderr to OUTFILE
@@ -264,13 +563,13 @@ start_cleanup() {
 	fi
 	echo "$PROG: start of cluster '$NAME' failed; killing what it started" >&2
 	local d pid
-	for d in mon.a osd.0; do
+	for d in mon.a osd.0 mgr.a; do
 		pid=$(daemon_pid "$d")
 		[[ -z $pid ]] || owned "$pid" || echo "$PROG: $d (pid $pid) had died" >&2
 	done
 	kill_daemons || true
 	for f in "$DIR"/log/bringup.log "$DIR"/log/mon.a.out "$DIR"/log/mon.a.log \
-		"$DIR"/log/osd.0.out "$DIR"/log/osd.0.log; do
+		"$DIR"/log/osd.0.out "$DIR"/log/osd.0.log "$DIR"/log/mgr.a.out "$DIR"/log/mgr.a.log; do
 		[[ -s $f ]] || continue
 		printf -- '----- tail of %s -----\n' "$f" >&2
 		tail -n 25 "$f" >&2
@@ -287,6 +586,15 @@ cmd_start() {
 	set_name "${1:-}"
 	PORT=${2:-}
 	if ! [[ $PORT =~ ^[1-9][0-9]{0,4}$ ]] || ((PORT > 65535)); then die "bad port '$PORT'"; fi
+	shift 2
+	local opt
+	for opt in "$@"; do
+		case $opt in
+		--bluestore) BLUESTORE=1 ;;
+		--mgr) MGR=1 ;;
+		*) usage ;;
+		esac
+	done
 
 	# Everything goes to stderr; only the conf path goes to the real stdout (fd 3), at the end.
 	exec 3>&1 1>&2
@@ -301,17 +609,14 @@ cmd_start() {
 		rm -rf -- "$DIR"
 	fi
 
-	local tcmalloc='' preload=()
-	for tcmalloc in /usr/lib/*/libtcmalloc_minimal.so.4 ''; do [[ -e $tcmalloc ]] && break; done
-	if [[ -n $tcmalloc ]]; then
-		preload=(LD_PRELOAD="$tcmalloc")
-	else
-		log "warning: libtcmalloc_minimal.so.4 not found, the OSD runs with glibc malloc"
-	fi
-	local need
-	for need in ceph ceph-mon ceph-osd ceph-authtool monmaptool rados rbd uuidgen timeout; do
+	tcmalloc_preload
+	local need needs=(ceph ceph-mon ceph-osd ceph-authtool monmaptool rados rbd uuidgen timeout)
+	((MGR)) && needs+=(ceph-mgr)
+	for need in "${needs[@]}"; do
 		command -v "$need" >/dev/null || die "$need not found; run: $PROG install"
 	done
+	MGR_MODULES=''
+	((MGR)) && MGR_MODULES=$(mgr_modules)
 
 	mkdir -p "$ROOT"
 	mkdir "$DIR" || die "cannot create $DIR"
@@ -319,6 +624,7 @@ cmd_start() {
 	trap 'exit 130' INT
 	trap 'exit 143' TERM
 	mkdir -p "$DIR"/{run,log,crash,mon.a,osd.0}
+	((MGR)) && mkdir -p "$DIR/mgr.a"
 
 	FSID=$(uuidgen)
 	write_conf "$CONF"
@@ -331,8 +637,13 @@ cmd_start() {
 		--cap mon 'profile rbd' --cap osd 'profile rbd-read-only'
 	step "rbdcp keyring" ceph-authtool --create-keyring "$DIR/rbdcp.keyring" --gen-key -n client.rbdcp \
 		--cap mon 'profile rbd' --cap osd 'profile rbd pool=rbd'
-	local k
-	for k in keyring ro.keyring rbdcp.keyring; do
+	local k keyrings=(keyring ro.keyring rbdcp.keyring)
+	if ((MGR)); then
+		step "mgr keyring" ceph-authtool --create-keyring "$DIR/mgr.a/keyring" --gen-key -n mgr.a \
+			--cap mon 'allow profile mgr' --cap osd 'allow *' --cap mds 'allow *'
+		keyrings+=(mgr.a/keyring)
+	fi
+	for k in "${keyrings[@]}"; do
 		step "import $k" ceph-authtool "$DIR/mon.keyring" --import-keyring "$DIR/$k"
 	done
 	step "mon mkfs" ceph-mon -c "$CONF" --mkfs -i a --monmap "$DIR/monmap" --keyring "$DIR/mon.keyring"
@@ -349,6 +660,15 @@ cmd_start() {
 	done
 	log "mon.a up on v2:127.0.0.1:$PORT (pid $mon)"
 
+	local mgr=''
+	if ((MGR)); then # it starts while the OSD is created; waited for at the end
+		# in the mon's config database, the only place the mgr reads module options from:
+		# devicehealth would create a pool device_health_metrics and scrape SMART data
+		step "mgr config" C config set mgr mgr/devicehealth/enable_monitoring false --force
+		launch "$DIR/log/mgr.a.out" ceph-mgr -c "$CONF" -i a || die "ceph-mgr failed to start"
+		mgr=$(read_pidfile mgr.a)
+	fi
+
 	local uuid secret id
 	uuid=$(uuidgen)
 	secret=$(ceph-authtool --gen-print-key)
@@ -357,7 +677,7 @@ cmd_start() {
 	[[ $id == 0 ]] || die "ceph osd new returned id '$id', expected 0"
 	step "osd keyring" ceph-authtool --create-keyring "$DIR/osd.0/keyring" --name osd.0 --add-key "$secret"
 	step "osd mkfs" ceph-osd -c "$CONF" -i 0 --mkfs --osd-uuid "$uuid"
-	launch "$DIR/log/osd.0.out" env "${preload[@]}" ceph-osd -c "$CONF" -i 0 || die "ceph-osd failed to start"
+	launch "$DIR/log/osd.0.out" env "${PRELOAD[@]}" ceph-osd -c "$CONF" -i 0 || die "ceph-osd failed to start"
 	osd=$(read_pidfile osd.0)
 	step "pool create" C osd pool create rbd 8 8 replicated # a mon-only operation, overlaps the OSD boot
 	local st=''
@@ -367,6 +687,7 @@ cmd_start() {
 		[[ $st == *'"num_up_osds":1'* ]] && break
 		owned "$osd" || die "ceph-osd (pid $osd) exited"
 		owned "$mon" || die "ceph-mon (pid $mon) exited"
+		[[ -z $mgr ]] || owned "$mgr" || die "ceph-mgr (pid $mgr) exited"
 		((SECONDS < deadline)) || die "osd.0 not up after 60 s: $st"
 		sleep 0.1
 	done
@@ -384,6 +705,18 @@ cmd_start() {
 	step "I/O probe: write" RBD bench --io-type write --io-size 4M --io-total 64M rbd/probe
 	step "I/O probe: rm" RBD rm --no-progress rbd/probe
 
+	if ((MGR)); then
+		deadline=$((SECONDS + 60))
+		while :; do
+			st=$(C mgr stat -f json 2>>"$DIR/log/bringup.log") || st=''
+			[[ $st == *'"available":true'* ]] && break
+			owned "$mgr" || die "ceph-mgr (pid $mgr) exited"
+			((SECONDS < deadline)) || die "mgr.a not active after 60 s: $st"
+			sleep 0.2
+		done
+		log "mgr.a active (pid $mgr)"
+	fi
+
 	local health
 	health=$(C health 2>>"$DIR/log/bringup.log") || die "ceph health failed"
 	[[ $health != *'full osd'* ]] || die "ceph health reports a full OSD: $health"
@@ -397,8 +730,13 @@ cmd_start() {
 
 case ${1:-} in
 install) (($# == 1)) || usage; cmd_install ;;
-start) (($# == 3)) || usage; cmd_start "$2" "$3" ;;
+start) (($# >= 3 && $# <= 5)) || usage; shift; cmd_start "$@" ;;
 stop) (($# == 2)) || usage; cmd_stop "$2" ;;
 status) (($# == 2)) || usage; cmd_status "$2" ;;
+osd-kill) (($# == 2)) || usage; cmd_osd_kill "$2" ;;
+osd-start) (($# == 2)) || usage; cmd_osd_start "$2" ;;
+osd-pause) (($# == 2)) || usage; cmd_osd_pause "$2" ;;
+osd-resume) (($# == 2)) || usage; cmd_osd_resume "$2" ;;
+unstick) (($# == 2 || $# == 3)) || usage; shift; cmd_unstick "$@" ;;
 *) usage ;;
 esac

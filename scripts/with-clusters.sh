@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
-# Runs a command with two fresh throw-away local Ceph clusters (c1, c2) and always tears them down afterwards.
+# Runs a command with three fresh throw-away local Ceph clusters (c1, c2, c3) and always tears them down afterwards.
 #
 # Usage: with-clusters.sh CMD [ARGS...]
-#   Starts c1 (mon port ${RBDCP_C1_PORT:-13100}) and c2 (${RBDCP_C2_PORT:-13200}) in parallel with
-#   ceph-local.sh, exports RBDCP_CONF1 and RBDCP_CONF2 (their ceph.conf paths; the keyrings, far.conf etc.
-#   are next to them) and RBDCP_CLUSTERS=1, runs CMD, stops both clusters on exit, INT and TERM,
-#   and exits with CMD's status. Clusters live in ${RBDCP_CEPH_ROOT:-/tmp/rbdcp-ceph}/{c1,c2}; leftovers
-#   of an earlier run there are stopped first, so two concurrent runs need different RBDCP_CEPH_ROOTs
-#   and ports.
+#   Starts c1 (mon port ${RBDCP_C1_PORT:-13100}), c2 (${RBDCP_C2_PORT:-13200}) and c3 (${RBDCP_C3_PORT:-13300};
+#   bluestore and a mgr: for pool quotas and OSD kill/restart tests) in parallel with ceph-local.sh, exports
+#   RBDCP_CONF1, RBDCP_CONF2 and RBDCP_CONF3 (their ceph.conf paths; the keyrings, far.conf etc. are next
+#   to them), RBDCP_CEPH_ROOT (absolute) and RBDCP_CLUSTERS=1, runs CMD, stops the clusters on exit, INT
+#   and TERM, and exits with CMD's status. RBDCP_C3=0 skips c3 (RBDCP_CONF3 is then unset). Clusters live in
+#   ${RBDCP_CEPH_ROOT:-/tmp/rbdcp-ceph}/{c1,c2,c3}; leftovers of an earlier run there are stopped first, so
+#   two concurrent runs need different RBDCP_CEPH_ROOTs and ports. CMD can act on them with ceph-local.sh,
+#   e.g. `ceph-local.sh osd-kill c3` (it finds them through RBDCP_CEPH_ROOT).
 # Example: scripts/with-clusters.sh cargo test -- --include-ignored
 set -euo pipefail
 
@@ -15,11 +17,22 @@ PROG=${0##*/}
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 CL=$HERE/ceph-local.sh
 ROOT=${RBDCP_CEPH_ROOT:-/tmp/rbdcp-ceph}
+[[ $ROOT == /* ]] || ROOT=$PWD/$ROOT # exported for CMD, which may run ceph-local.sh from elsewhere
+ROOT=${ROOT%/}
+export RBDCP_CEPH_ROOT=$ROOT
+ROOT_EXISTED=0
+[[ ! -e $ROOT ]] || ROOT_EXISTED=1
 NAMES=(c1 c2)
 PORTS=("${RBDCP_C1_PORT:-13100}" "${RBDCP_C2_PORT:-13200}")
+OPTS=("" "")
+if [[ ${RBDCP_C3:-1} != 0 ]]; then
+	NAMES+=(c3)
+	PORTS+=("${RBDCP_C3_PORT:-13300}")
+	OPTS+=("--bluestore --mgr")
+fi
 
 if (($# == 0)); then
-	sed -n '4,11s/^# \{0,1\}//p' "$0" >&2
+	sed -n '4,13s/^# \{0,1\}//p' "$0" >&2
 	exit 2
 fi
 
@@ -50,6 +63,7 @@ cleanup() {
 	done
 	echo "$PROG: clusters stopped in $(since "$t") s" >&2
 	[[ -z $TMP ]] || rm -rf -- "$TMP"
+	((ROOT_EXISTED)) || rmdir -- "$ROOT" 2>/dev/null || true # ceph-local.sh created it; if nothing else is in it
 	exit "$rc"
 }
 trap cleanup EXIT
@@ -68,7 +82,8 @@ done
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/with-clusters.XXXXXX")
 t=$(now)
 for i in "${!NAMES[@]}"; do
-	"$CL" start "${NAMES[$i]}" "${PORTS[$i]}" >"$TMP/${NAMES[$i]}" &
+	# shellcheck disable=SC2086 # OPTS are words
+	"$CL" start "${NAMES[$i]}" "${PORTS[$i]}" ${OPTS[$i]} >"$TMP/${NAMES[$i]}" &
 	STARTERS+=($!)
 done
 failed=()
@@ -86,7 +101,16 @@ RBDCP_CONF1=$(<"$TMP/c1")
 RBDCP_CONF2=$(<"$TMP/c2")
 [[ -f $RBDCP_CONF1 && -f $RBDCP_CONF2 ]] || { echo "$PROG: ceph-local.sh printed no conf path" >&2; exit 1; }
 export RBDCP_CONF1 RBDCP_CONF2 RBDCP_CLUSTERS=1
-echo "$PROG: clusters up in $(since "$t") s: RBDCP_CONF1=$RBDCP_CONF1 RBDCP_CONF2=$RBDCP_CONF2" >&2
+confs="RBDCP_CONF1=$RBDCP_CONF1 RBDCP_CONF2=$RBDCP_CONF2"
+if [[ -f $TMP/c3 ]]; then
+	RBDCP_CONF3=$(<"$TMP/c3")
+	[[ -f $RBDCP_CONF3 ]] || { echo "$PROG: ceph-local.sh printed no conf path for c3" >&2; exit 1; }
+	export RBDCP_CONF3
+	confs+=" RBDCP_CONF3=$RBDCP_CONF3"
+else
+	unset RBDCP_CONF3
+fi
+echo "$PROG: clusters up in $(since "$t") s: $confs" >&2
 
 rc=0
 "$@" || rc=$?
