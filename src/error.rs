@@ -116,25 +116,43 @@ pub enum Error {
         reason: String,
     },
     /// A transient error that outlived its retries.
-    #[error("{source} (failed {attempts} times)")]
+    #[error("{last} (failed {attempts} times)")]
     Retried {
         /// How many times the call was made.
         attempts: u32,
-        /// The last error.
-        #[source]
-        source: Box<Error>,
+        /// The last error (in the message already, so not a `source`).
+        last: Box<Error>,
     },
     /// A job failed after its destination was opened: what it wrote is kept for a rerun.
-    #[error("{source}; what was written is kept: run the same command again to resume, or `rbdcp discard {dst}` to drop it")]
+    #[error("{cause}; what was written is kept: run the same command again to resume, or `rbdcp discard {dst}` to drop it")]
     Resumable {
         /// The destination.
         dst: String,
-        /// What went wrong.
-        #[source]
-        source: Box<Error>,
+        /// What went wrong (in the message already, so not a `source`).
+        cause: Box<Error>,
+    },
+    /// Writes got no answer for too long: the cluster does not answer (a dead OSD, a
+    /// client whose lock librbd cannot take back).
+    #[error("{requests} write(s) got no answer for {secs} s: the destination's cluster does not answer (see --op-timeout)")]
+    Stalled {
+        /// Requests in flight.
+        requests: usize,
+        /// Seconds without a completion.
+        secs: u64,
+    },
+    /// The job failed while requests were in flight that never completed; they were
+    /// abandoned, so the sink must stay open.
+    #[error("{cause} ({requests} write(s) in flight abandoned)")]
+    Abandoned {
+        /// Requests still in flight.
+        requests: usize,
+        /// Why the job failed.
+        cause: Box<Error>,
     },
     /// The destination's pool, or its cluster, is full.
-    #[error("pool full: {image} cannot take more data ({err}); raise the pool's quota or free space, then run again to resume")]
+    #[error(
+        "pool full: {image} cannot take more data ({err}); raise the pool's quota or free space"
+    )]
     PoolFull {
         /// The destination.
         image: String,
@@ -183,8 +201,20 @@ impl Error {
     /// The error underneath [`Error::Resumable`] and [`Error::Retried`].
     pub fn root(&self) -> &Error {
         match self {
-            Error::Retried { source, .. } | Error::Resumable { source, .. } => source.root(),
+            Error::Retried { last: e, .. }
+            | Error::Resumable { cause: e, .. }
+            | Error::Abandoned { cause: e, .. } => e.root(),
             e => e,
+        }
+    }
+
+    /// Whether requests were abandoned in flight ([`Error::Abandoned`]): the sink they
+    /// went to must not be closed.
+    pub fn abandoned(&self) -> bool {
+        match self {
+            Error::Abandoned { .. } => true,
+            Error::Retried { last: e, .. } | Error::Resumable { cause: e, .. } => e.abandoned(),
+            _ => false,
         }
     }
 
@@ -194,7 +224,7 @@ impl Error {
             e @ (Error::Busy { .. } | Error::Refused { .. } | Error::Resumable { .. }) => e,
             e => Error::Resumable {
                 dst: dst.to_owned(),
-                source: Box::new(e),
+                cause: Box::new(e),
             },
         }
     }
@@ -235,7 +265,9 @@ impl Error {
             | Error::Open { err, .. }
             | Error::Connect { err, .. }
             | Error::PoolFull { err, .. } => err.raw_os_error(),
-            Error::Retried { source, .. } | Error::Resumable { source, .. } => source.errno(),
+            Error::Retried { last: e, .. }
+            | Error::Resumable { cause: e, .. }
+            | Error::Abandoned { cause: e, .. } => e.errno(),
             _ => None,
         }
     }
@@ -267,7 +299,9 @@ impl Error {
             Error::Busy { .. } => Exit::Busy,
             Error::Refused { .. } => Exit::Refused,
             Error::Location { .. } | Error::Unsupported(_) => Exit::Usage,
-            Error::Retried { source, .. } | Error::Resumable { source, .. } => source.exit(),
+            Error::Retried { last: e, .. }
+            | Error::Resumable { cause: e, .. }
+            | Error::Abandoned { cause: e, .. } => e.exit(),
             _ if matches!(self.errno(), Some(libc::EPERM | libc::EACCES)) => Exit::Usage,
             _ => Exit::Failed,
         }
@@ -331,7 +365,7 @@ mod tests {
         }
         let retried = Error::Retried {
             attempts: 6,
-            source: Box::new(e(libc::ETIMEDOUT)),
+            last: Box::new(e(libc::ETIMEDOUT)),
         };
         assert!(
             retried.to_string().ends_with("(failed 6 times)"),

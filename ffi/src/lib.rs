@@ -379,6 +379,10 @@ extern "C" {
     /// Frees a completion.
     pub fn rbd_aio_release(c: rbd_completion_t);
 
+    /// Marks writes through `io` to try even when the pool is full, so that the OSD answers
+    /// ENOSPC or EDQUOT instead of the client holding them back until the pool has room.
+    pub fn rados_set_pool_full_try(io: rados_ioctx_t);
+
     /// Drops the image's client-side cache.
     pub fn rbd_invalidate_cache(image: rbd_image_t) -> c_int;
 }

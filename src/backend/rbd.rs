@@ -454,6 +454,11 @@ impl ImageSink for RbdSink {
         true
     }
 
+    fn durable_when_landed(&self) -> bool {
+        // rbd_cache is off (see Cluster::configure): a write calls back once committed.
+        true
+    }
+
     fn write_async(&self, offset: u64, data: Block, done: Done) {
         self.image.write_async(offset, data, move |result, data| {
             done(result);

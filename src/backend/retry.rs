@@ -78,7 +78,7 @@ impl Policy {
             1 => e,
             _ => Error::Retried {
                 attempts,
-                source: Box::new(e),
+                last: Box::new(e),
             },
         }
     }
@@ -209,6 +209,9 @@ impl ImageSink for Retry<dyn ImageSink> {
     }
     fn asynchronous(&self) -> bool {
         self.inner.asynchronous()
+    }
+    fn durable_when_landed(&self) -> bool {
+        self.inner.durable_when_landed()
     }
     fn write_async(&self, offset: u64, data: Block, done: Done) {
         let request = Request::Write(offset, data);

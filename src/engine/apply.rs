@@ -77,7 +77,13 @@ where
     progress.start(0);
     let counts = Counts::default();
     let cancel = opts.cancel.as_deref();
-    let flight = Flight::new(APPLY_IN_FLIGHT, opts.jobs, &opts.buffers, opts.start);
+    let flight = Flight::new(
+        APPLY_IN_FLIGHT,
+        opts.jobs,
+        &opts.buffers,
+        opts.start,
+        opts.stall,
+    );
     let skipped = AtomicU64::new(0);
     // Pieces a resumed job applied already are read, not written.
     let pieces = pieces.filter(|p| match p {
@@ -100,7 +106,7 @@ where
         submit(dst, flight.ticket_at(c, key, data), &counts);
         flight.report(progress);
     };
-    let result = checkpoint::every(opts, &flight, dst, || {
+    let result = checkpoint::every(opts, &flight, || {
         let ran = if dst.asynchronous() {
             // This thread alone reads the pieces and starts their writes.
             pieces.try_for_each(|piece| {

@@ -1,23 +1,23 @@
-//! Checkpoints: every so often, and at the end, the destination is flushed and the offset
-//! below which everything landed is handed to a [`Checkpoint`], which records it. One
-//! watermark, with one meaning: durable.
+//! Checkpoints: every so often, and at the end, the offset below which every write landed
+//! is handed to a [`Checkpoint`], which makes it durable and records it. One watermark,
+//! with one meaning: durable.
 
 use std::fmt;
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::copy::Options;
 use super::flight::Flight;
-use super::ImageSink;
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// How often a job checkpoints by default.
 pub const DEFAULT_EVERY: Duration = Duration::from_secs(5);
 
 /// Records how far a job has come.
 pub trait Checkpoint: Send + Sync {
-    /// Everything below `mark` (an image offset; for a stream, a byte offset in it) is
-    /// durable on the destination. Called from one thread at a time, with rising marks.
+    /// Every write below `mark` (an image offset; for a stream, a byte offset in it) has
+    /// landed: make them durable (an fsync, where landing is not enough) and record it.
+    /// Called from one thread at a time, with rising marks.
     fn save(&self, mark: u64) -> Result<()>;
 }
 
@@ -31,68 +31,117 @@ impl fmt::Debug for Hook {
     }
 }
 
+/// What the ticker and the job share.
+struct Ticker {
+    state: Mutex<Tick>,
+    changed: Condvar,
+}
+
+#[derive(Default)]
+struct Tick {
+    /// The job asks the ticker to stop.
+    stop: bool,
+    /// The ticker has stopped.
+    stopped: bool,
+    /// The highest mark saved.
+    saved: u64,
+}
+
 /// Runs `body` (which fills and drains `flight`) while a thread checkpoints every
-/// `opts.checkpoint_every`; then, if all went well, flushes `dst` and checkpoints the final
-/// watermark. After a failure the watermark reached is still saved, as far as the
-/// destination lets it be, so a rerun redoes little.
+/// `opts.checkpoint_every`; then, if all went well, checkpoints the final watermark. After
+/// a failure the watermark reached is still saved, as far as the destination lets it be,
+/// so a rerun redoes little; but not when requests were abandoned in flight, since
+/// making them durable would wait for them. The ticker runs on a thread of its own, and
+/// the job waits for it to stop at most `opts.stall`: a save that hangs in a cluster that
+/// does not answer must not hold the job's error back.
 pub(crate) fn every(
     opts: &Options,
-    flight: &Flight,
-    dst: &dyn ImageSink,
+    flight: &Arc<Flight>,
     body: impl FnOnce() -> Result<()>,
 ) -> Result<()> {
     let Some(Hook(hook)) = &opts.checkpoint else {
         return body();
     };
-    let stop = (Mutex::new(false), Condvar::new());
-    let mut saved = opts.start;
-    let save = |saved: &mut u64| -> Result<()> {
+    let ticker = Arc::new(Ticker {
+        state: Mutex::new(Tick {
+            saved: opts.start,
+            ..Tick::default()
+        }),
+        changed: Condvar::new(),
+    });
+    {
+        let (ticker, flight, hook, every) = (
+            Arc::clone(&ticker),
+            Arc::clone(flight),
+            Arc::clone(hook),
+            opts.checkpoint_every,
+        );
+        std::thread::Builder::new()
+            .name("rbdcp-checkpoint".into())
+            .spawn(move || tick(&ticker, &flight, hook.as_ref(), every))
+            .map_err(|e| Error::Unsupported(format!("cannot start the checkpoint thread: {e}")))?;
+    }
+    let ran = body();
+    let mut t = ticker.state.lock().unwrap();
+    t.stop = true;
+    ticker.changed.notify_all();
+    let deadline = Instant::now() + opts.stall;
+    while !t.stopped {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        t = ticker.changed.wait_timeout(t, left).unwrap().0;
+    }
+    let mut saved = t.saved;
+    let stopped = t.stopped;
+    drop(t);
+    let mut save = || -> Result<()> {
         let mark = flight.watermark();
-        if mark > *saved {
-            dst.flush()?;
+        if mark > saved {
             hook.save(mark)?;
-            *saved = mark;
+            saved = mark;
         }
         Ok(())
     };
-    let (ran, ticks) = std::thread::scope(|s| {
-        let ticker = s.spawn(|| {
-            let mut saved = opts.start;
-            let mut stopped = stop.0.lock().unwrap();
-            loop {
-                stopped = stop
-                    .1
-                    .wait_timeout(stopped, opts.checkpoint_every)
-                    .unwrap()
-                    .0;
-                if *stopped || flight.failed() {
-                    return Ok(saved);
-                }
-                drop(stopped);
-                if let Err(e) = save(&mut saved) {
-                    flight.fail(e);
-                    return Err(());
-                }
-                stopped = stop.0.lock().unwrap();
-            }
-        });
-        let ran = body();
-        *stop.0.lock().unwrap() = true;
-        stop.1.notify_all();
-        (
-            ran,
-            ticker.join().expect("the checkpoint thread does not panic"),
-        )
-    });
-    if let Ok(mark) = ticks {
-        saved = saved.max(mark);
-    }
     match ran {
-        Ok(()) => save(&mut saved),
+        Ok(()) if stopped => save(),
+        Ok(()) => Err(Error::Stalled {
+            requests: 0,
+            secs: opts.stall.as_secs(),
+        }),
         Err(e) => {
-            // Best effort: the error that stopped the job is the one to report.
-            let _ = save(&mut saved);
+            if stopped && !flight.abandoned() {
+                // Best effort: the error that stopped the job is the one to report.
+                let _ = save();
+            }
             Err(e)
         }
     }
+}
+
+/// The ticker: saves the watermark every `every` until told to stop or the job fails.
+fn tick(ticker: &Ticker, flight: &Flight, hook: &dyn Checkpoint, every: Duration) {
+    let mut t = ticker.state.lock().unwrap();
+    loop {
+        t = ticker.changed.wait_timeout(t, every).unwrap().0;
+        if t.stop || flight.failed() {
+            break;
+        }
+        let (mark, saved) = (flight.watermark(), t.saved);
+        if mark > saved {
+            drop(t);
+            let result = hook.save(mark);
+            t = ticker.state.lock().unwrap();
+            match result {
+                Ok(()) => t.saved = mark,
+                Err(e) => {
+                    flight.fail(e);
+                    break;
+                }
+            }
+        }
+    }
+    t.stopped = true;
+    ticker.changed.notify_all();
 }

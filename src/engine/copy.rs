@@ -41,6 +41,9 @@ pub struct Options {
     pub checkpoint: Option<Hook>,
     /// How often to checkpoint.
     pub checkpoint_every: Duration,
+    /// How long writes in flight may go without an answer before the job fails and
+    /// abandons them (see [`Error::Abandoned`]).
+    pub stall: Duration,
 }
 
 impl Default for Options {
@@ -55,9 +58,13 @@ impl Default for Options {
             start: 0,
             checkpoint: None,
             checkpoint_every: checkpoint::DEFAULT_EVERY,
+            stall: DEFAULT_STALL,
         }
     }
 }
+
+/// How long writes may go without an answer by default: 10 minutes.
+pub const DEFAULT_STALL: Duration = Duration::from_secs(600);
 
 /// The default chunk size, 4 MiB: the default RBD object size.
 pub const DEFAULT_CHUNK: u64 = 4 << 20;
@@ -237,9 +244,15 @@ fn copy_window<C: Pace>(
     counts: &Counts,
 ) -> Result<()> {
     let depth = 2 * opts.jobs.max(1);
-    let flight = Flight::new(depth as u64 * chunk, depth, &opts.buffers, opts.start);
+    let flight = Flight::new(
+        depth as u64 * chunk,
+        depth,
+        &opts.buffers,
+        opts.start,
+        opts.stall,
+    );
     let size = src.size();
-    checkpoint::every(opts, &flight, dst, || {
+    checkpoint::every(opts, &flight, || {
         // Chunks enter the window as they are handed out, so in offset order.
         let chunks = chunks.map(|c| flight.begin(&c).map(|()| c));
         let ran = run(

@@ -4,7 +4,8 @@
 
 use std::ops::{Deref, Range};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use super::copy::{each_run, Counts};
 use super::plan::Chunk;
@@ -56,6 +57,7 @@ impl Buffers {
 /// The window: chunks begun (being read, or being written) and not yet complete.
 pub(crate) struct Flight {
     state: Mutex<State>,
+    stall: Duration,
     changed: Condvar,
     max_bytes: u64,
     max_chunks: usize,
@@ -75,17 +77,31 @@ struct State {
     /// Threads waiting for room or for the last request.
     waiting: usize,
     error: Option<Error>,
+    /// When a chunk last completed (or the window opened).
+    last: Instant,
+    /// The requests still in flight were given up on: the sink may call back later.
+    abandoned: bool,
 }
+
+/// How long a window waits after a failure for the requests still in flight (at most).
+const GRACE: Duration = Duration::from_secs(30);
 
 impl Flight {
     /// A window of at most `max_chunks` chunks and `max_bytes` data bytes (a chunk bigger
     /// than that still goes, alone), whose first chunk starts at or after `start`.
     /// Completed chunks give their buffers to `buffers`.
+    ///
+    /// When no chunk completes for `stall` while requests are in flight (librbd holds
+    /// writes back without a time-out while it cannot take the image's lock, as after its
+    /// client was blocklisted), or for [`GRACE`] once the job failed, the job fails and the
+    /// requests in flight are abandoned ([`Error::Abandoned`]): the caller must then keep
+    /// the sink alive, since the requests may still call back.
     pub(crate) fn new(
         max_bytes: u64,
         max_chunks: usize,
         buffers: &Arc<Buffers>,
         start: u64,
+        stall: Duration,
     ) -> Arc<Flight> {
         Arc::new(Flight {
             state: Mutex::new(State {
@@ -96,7 +112,10 @@ impl Flight {
                 news: 0,
                 waiting: 0,
                 error: None,
+                last: Instant::now(),
+                abandoned: false,
             }),
+            stall,
             changed: Condvar::new(),
             max_bytes,
             max_chunks: max_chunks.max(1),
@@ -123,9 +142,7 @@ impl Flight {
             if !full {
                 break;
             }
-            s.waiting += 1;
-            s = self.changed.wait(s).unwrap();
-            s.waiting -= 1;
+            s = self.pause(s);
         }
         s.tracker.start(key);
         s.bytes += len;
@@ -146,6 +163,11 @@ impl Flight {
     /// Whether the job failed.
     pub(crate) fn failed(&self) -> bool {
         self.state.lock().unwrap().error.is_some()
+    }
+
+    /// Whether requests in flight were given up on.
+    pub(crate) fn abandoned(&self) -> bool {
+        self.state.lock().unwrap().abandoned
     }
 
     /// A buffer of `len` bytes (contents unspecified), reused where one is spare. Only
@@ -201,15 +223,47 @@ impl Flight {
     /// first error, if any.
     pub(crate) fn wait(&self, progress: &dyn Progress) -> Result<()> {
         let mut s = self.state.lock().unwrap();
-        while s.tickets > 0 {
-            s.waiting += 1;
-            s = self.changed.wait(s).unwrap();
-            s.waiting -= 1;
+        while s.tickets > 0 && !s.abandoned {
+            s = self.pause(s);
         }
         let error = s.error.take();
+        let abandoned = s.abandoned.then_some(s.tickets);
         drop(s);
         self.report(progress);
-        error.map_or(Ok(()), Err)
+        match (error, abandoned) {
+            (Some(e), Some(requests)) => Err(Error::Abandoned {
+                requests,
+                cause: Box::new(e),
+            }),
+            (error, _) => error.map_or(Ok(()), Err),
+        }
+    }
+
+    /// Waits for a change, a second at most; gives up on the requests in flight when none
+    /// completed for too long (see [`Flight::new`]).
+    fn pause<'a>(&self, mut s: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
+        s.waiting += 1;
+        let mut s = self
+            .changed
+            .wait_timeout(s, Duration::from_secs(1))
+            .unwrap()
+            .0;
+        s.waiting -= 1;
+        let quiet = s.last.elapsed();
+        let limit = match s.error {
+            Some(_) => self.stall.min(GRACE),
+            None => self.stall,
+        };
+        if s.tickets > 0 && quiet > limit && !s.abandoned {
+            s.abandoned = true;
+            let stalled = Error::Stalled {
+                requests: s.tickets,
+                secs: quiet.as_secs(),
+            };
+            s.error.get_or_insert(stalled);
+            self.changed.notify_all();
+        }
+        s
     }
 
     fn complete(&self, ticket: &mut Ticket) {
@@ -218,6 +272,7 @@ impl Flight {
         s.tickets -= 1;
         s.chunks -= 1;
         s.bytes -= c.data_len();
+        s.last = Instant::now();
         if !ticket.failed.load(Ordering::Relaxed) {
             // A failed chunk stays below the watermark: it was not written.
             s.tracker.done(&ticket.key);
@@ -334,7 +389,7 @@ mod tests {
 
     #[test]
     fn the_window_holds_back_what_does_not_fit() {
-        let flight = Flight::new(10, 8, &Arc::default(), 0);
+        let flight = Flight::new(10, 8, &Arc::default(), 0, Duration::from_secs(60));
         flight.begin(&chunk(0, 6)).unwrap();
         let first = flight.ticket(chunk(0, 6), vec![1; 6]);
         let entered = AtomicBool::new(false);
@@ -352,7 +407,7 @@ mod tests {
 
     #[test]
     fn a_failed_chunk_stays_below_the_watermark() {
-        let flight = Flight::new(100, 8, &Arc::default(), 0);
+        let flight = Flight::new(100, 8, &Arc::default(), 0, Duration::from_secs(60));
         let (a, b) = (chunk(0, 10), chunk(10, 10));
         flight.begin(&a).unwrap();
         flight.begin(&b).unwrap();

@@ -13,7 +13,9 @@ mod verify;
 
 pub use apply::{apply, Piece, APPLY_IN_FLIGHT, APPLY_JOBS};
 pub use checkpoint::{Checkpoint, Hook, DEFAULT_EVERY};
-pub use copy::{copy, default_jobs, Options, Report, Sum, DEFAULT_CHUNK, DEFAULT_IN_FLIGHT};
+pub use copy::{
+    copy, default_jobs, Options, Report, Sum, DEFAULT_CHUNK, DEFAULT_IN_FLIGHT, DEFAULT_STALL,
+};
 pub use flight::{Block, Buffers, Done};
 pub use plan::{chunk_size, is_zero, sparse_runs, Chunk, Plan, SPARSE_BLOCK, SPARSE_GAP};
 pub use progress::{Progress, Silent};
@@ -170,6 +172,13 @@ pub trait ImageSink: Send + Sync {
 
     /// Makes everything written so far durable.
     fn flush(&self) -> Result<()>;
+
+    /// `true` when a write is durable once it has landed (called back), so a checkpoint
+    /// need not [`ImageSink::flush`] first: RBD with librbd's cache off, where a write
+    /// completes once the OSDs committed it.
+    fn durable_when_landed(&self) -> bool {
+        false
+    }
 
     /// Makes the result durable and visible; called once, after every write succeeded.
     fn finish(&self) -> Result<()>;

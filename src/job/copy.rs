@@ -134,6 +134,7 @@ pub fn copy(job: &Copy, ctx: &Context) -> Result<Outcome> {
         record.mark = had.mark;
     }
     let saver = Arc::new(Saver {
+        sink: Arc::clone(&sink),
         store: Arc::clone(&store),
         record: Mutex::new(record),
         stream: None,
@@ -151,11 +152,12 @@ pub fn copy(job: &Copy, ctx: &Context) -> Result<Outcome> {
         start,
         checkpoint: Some(Hook(saver)),
         checkpoint_every: ctx.checkpoint_every,
+        stall: ctx.stall(),
     };
     let bar = (ctx.bars)("copy");
     let report = engine::copy(&src, sink.as_ref(), &opts, &ctx.throttle, bar.as_ref())
         .and_then(|r| store.clear().map(|()| r))
-        .map_err(|e| e.kept(&label))?;
+        .map_err(|e| ctx.failed(e, &dest).kept(&label))?;
     drop((sink, store));
     drop(dest);
     let mut outcome = Outcome {

@@ -106,6 +106,7 @@ pub fn import(job: &Import, ctx: &Context) -> Result<Outcome> {
     let start = record.mark;
     let skipped_before = record.bytes_done;
     let saver = Arc::new(Saver {
+        sink: Arc::clone(&sink),
         store: Arc::clone(&store),
         record: Mutex::new(record),
         stream: Some((marks, job.input.clone())),
@@ -118,6 +119,7 @@ pub fn import(job: &Import, ctx: &Context) -> Result<Outcome> {
         start,
         checkpoint: Some(Hook(saver)),
         checkpoint_every: ctx.checkpoint_every,
+        stall: ctx.stall(),
         ..Options::default()
     };
     let bar = (ctx.bars)("import-diff");
@@ -130,7 +132,7 @@ pub fn import(job: &Import, ctx: &Context) -> Result<Outcome> {
         bar.as_ref(),
     )
     .and_then(|r| store.clear().map(|()| r))
-    .map_err(|e| e.kept(&label))?;
+    .map_err(|e| ctx.failed(e, &dest).kept(&label))?;
     if start > 0 {
         report.bytes_skipped = skipped_before;
     }

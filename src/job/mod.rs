@@ -20,6 +20,7 @@ use crate::backend::{Access, Dest, Store};
 use crate::engine::{
     Buffers, ImageSink, ImageSource, Progress, Report, Silent, Throttle, DEFAULT_EVERY,
 };
+use crate::error::Error;
 
 /// Makes the progress display of one phase of a job (`copy`, `verify`, ...).
 pub type Bars = dyn Fn(&str) -> Box<dyn Progress> + Send + Sync;
@@ -67,6 +68,23 @@ impl Context {
     /// Whether the run was told to stop.
     pub fn cancelled(&self) -> bool {
         self.cancel.load(Ordering::Relaxed)
+    }
+
+    /// How long writes may go unanswered before a job gives up on them: every attempt's op
+    /// time-out and every wait between them, and as much again.
+    pub fn stall(&self) -> Duration {
+        let op = Duration::from_secs(self.access.op_timeout_secs.max(1));
+        let attempts = self.retry.retries + 1;
+        (op * attempts + self.retry.max_wait * self.retry.retries) * 2
+    }
+
+    /// Ends a job that failed with `e`: if it abandoned requests in flight, `dest` is kept
+    /// open for good (they may still call back into it).
+    fn failed(&self, e: Error, dest: &Dest) -> Error {
+        if e.abandoned() {
+            std::mem::forget(Arc::clone(&dest.sink));
+        }
+        e
     }
 
     /// Retries made so far, by every job of this context.

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::backend::stream::{window_crc, Marks};
 use crate::backend::Store;
-use crate::engine::Checkpoint;
+use crate::engine::{Checkpoint, ImageSink};
 use crate::error::{Error, Result};
 use crate::fault;
 use crate::location::Location;
@@ -113,8 +113,11 @@ impl Record {
     }
 }
 
-/// The [`Checkpoint`] of a job: saves its record, with the new mark, to the destination.
+/// The [`Checkpoint`] of a job: makes what landed durable, then saves its record with the
+/// new mark to the destination.
 pub struct Saver {
+    /// The destination.
+    pub sink: Arc<dyn ImageSink>,
     /// Where the record goes.
     pub store: Arc<dyn Store>,
     /// The record, as last saved.
@@ -133,6 +136,9 @@ impl Saver {
 
 impl Checkpoint for Saver {
     fn save(&self, mark: u64) -> Result<()> {
+        if !self.sink.durable_when_landed() {
+            self.sink.flush()?;
+        }
         let mut record = self.record.lock().unwrap().clone();
         record.mark = mark;
         if let Some((marks, input)) = &self.stream {

@@ -185,6 +185,10 @@ impl Pool {
             // SAFETY: the ioctx is valid and not shared yet; the string is copied.
             unsafe { rados::rados_ioctx_set_namespace(io.handle, ns.as_ptr()) };
         }
+        // A full pool (its quota reached, or the cluster full) then fails writes with
+        // EDQUOT or ENOSPC at once instead of holding them until the op timeout.
+        // SAFETY: the ioctx is valid and not shared yet.
+        unsafe { librbd_sys::rados_set_pool_full_try(io.handle) };
         Ok(Arc::new(io))
     }
 

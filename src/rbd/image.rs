@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use librbd_sys as sys;
 
-use super::{check, cstr, errno, Pool};
+use super::{check, cstr, io_error, Pool};
 use crate::error::{Error, Result};
 
 /// Read flags: bulk, sequential, not worth caching (as `rbd export` reads).
@@ -358,7 +358,7 @@ impl Image {
 
     fn done(&self, ret: i64, op: &'static str, offset: u64, len: usize) -> Result<()> {
         match ret {
-            r if r < 0 => Err(Error::io(op, &self.name, offset, errno(r))),
+            r if r < 0 => Err(io_error(r, op, &self.name, offset)),
             r if r as usize != len => Err(Error::io(
                 op,
                 &self.name,
@@ -617,7 +617,7 @@ impl<B, F: FnOnce(Result<()>, B)> Request<B, F> {
     /// Calls `done` with the outcome of a request that returned `ret`.
     fn finish(self, ret: i64) {
         let result = match ret {
-            r if r < 0 => Err(Error::io(self.op, &self.image, self.offset, errno(r))),
+            r if r < 0 => Err(io_error(r, self.op, &self.image, self.offset)),
             _ => Ok(()),
         };
         (self.done)(result, self.data);

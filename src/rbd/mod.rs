@@ -21,10 +21,25 @@ use crate::error::{Error, Result};
 /// Turns a negative librbd/librados return into an error naming the call and the image.
 fn check(ret: i64, op: &'static str, image: &str) -> Result<u64> {
     if ret < 0 {
-        Err(Error::open(op, image, errno(ret)))
+        Err(full(ret, image).unwrap_or_else(|| Error::open(op, image, errno(ret))))
     } else {
         Ok(ret as u64)
     }
+}
+
+/// The error of a write at `offset` that returned `ret`.
+fn io_error(ret: i64, op: &'static str, image: &str, offset: u64) -> Error {
+    full(ret, image).unwrap_or_else(|| Error::io(op, image, offset, errno(ret)))
+}
+
+/// [`Error::PoolFull`] for EDQUOT (the pool's quota) and ENOSPC (the cluster): with the
+/// pool's full-try flag set, the OSDs answer those instead of holding writes back.
+fn full(ret: i64, image: &str) -> Option<Error> {
+    let e = -ret as i32;
+    (e == libc::EDQUOT || e == libc::ENOSPC).then(|| Error::PoolFull {
+        image: image.to_owned(),
+        err: io::Error::from_raw_os_error(e),
+    })
 }
 
 /// The `io::Error` of a negative errno return.

@@ -7,6 +7,12 @@ use serde_json::Value;
 
 const M: u64 = 1 << 20;
 
+/// Whether the clusters were meant to be there: in CI, and under `with-clusters.sh`.
+fn meant() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true")
+        || std::env::var("RBDCP_CLUSTERS").is_ok_and(|v| v == "1")
+}
+
 /// The two clusters' conf files, or `None` (after saying why) outside `make test`.
 pub fn clusters() -> Option<(PathBuf, PathBuf)> {
     match (
@@ -14,9 +20,9 @@ pub fn clusters() -> Option<(PathBuf, PathBuf)> {
         std::env::var_os("RBDCP_CONF2"),
     ) {
         (Some(a), Some(b)) => Some((a.into(), b.into())),
-        _ if std::env::var("CI").is_ok_and(|v| v == "true") => {
+        _ if meant() => {
             panic!(
-                "CI=true but RBDCP_CONF1/RBDCP_CONF2 are not set: run the suite with `make test`"
+                "CI=true or RBDCP_CLUSTERS=1 but RBDCP_CONF1/RBDCP_CONF2 are not set: run the suite with `make test`"
             )
         }
         _ => {
@@ -26,6 +32,57 @@ pub fn clusters() -> Option<(PathBuf, PathBuf)> {
             None
         }
     }
+}
+
+/// The third cluster's conf (bluestore, with a mgr: for OSD kills and pool quotas), with
+/// the first one's, or `None` (after saying why) outside `make test` or with RBDCP_C3=0.
+pub fn cluster3() -> Option<(PathBuf, PathBuf)> {
+    let (c1, _) = clusters()?;
+    match std::env::var_os("RBDCP_CONF3") {
+        Some(c3) => Some((c1, c3.into())),
+        None if meant() && std::env::var("RBDCP_C3").map_or(true, |v| v != "0") => {
+            panic!("the clusters are up but RBDCP_CONF3 is not set: run the suite with `make test`")
+        }
+        None => {
+            eprintln!("no third cluster (RBDCP_CONF3 unset; RBDCP_C3=0?)");
+            None
+        }
+    }
+}
+
+/// Runs `scripts/ceph-local.sh ARGS...` on the clusters of this run; it must succeed.
+pub fn ceph_local(args: &[&str]) -> String {
+    let out = Command::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/scripts/ceph-local.sh"
+    ))
+    .args(args)
+    .output()
+    .expect("ceph-local.sh runs");
+    assert!(
+        out.status.success(),
+        "ceph-local.sh {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `ceph -c CONF ARGS...` (bounded in time), which must succeed; returns its output.
+pub fn ceph(conf: &Path, args: &[&str]) -> String {
+    let out = Command::new("timeout")
+        .arg("60")
+        .arg("ceph")
+        .arg("-c")
+        .arg(conf)
+        .args(args)
+        .output()
+        .expect("ceph runs");
+    assert!(
+        out.status.success(),
+        "ceph {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// A name no other test uses.
