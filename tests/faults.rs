@@ -17,11 +17,11 @@ use util::{expect, rbdcp};
 
 const M: u64 = 1 << 20;
 
-/// Flags that make an import slow enough to be killed in its middle (about 1.5 s for
-/// the 24 MiB of data), with frequent records.
+/// Flags that make an import slow enough to be killed in its middle (about 3 s for the
+/// 24 MiB of data), with frequent records.
 const SLOW: [&str; 8] = [
     "--bps-limit",
-    "16M",
+    "8M",
     "-j",
     "2",
     "--checkpoint-interval",
@@ -30,10 +30,11 @@ const SLOW: [&str; 8] = [
     "20",
 ];
 
-/// The same for a copy, in chunks of 1 MiB: 24 of them, so a mark moves 24 times.
+/// The same for a copy, in chunks of 1 MiB: 24 of them, so a mark moves 24 times, in
+/// about 3 s.
 const SLOW_COPY: [&str; 10] = [
     "--bps-limit",
-    "16M",
+    "8M",
     "-j",
     "2",
     "--checkpoint-interval",
@@ -215,7 +216,7 @@ fn an_incremental_copy_resumes_after_kills() {
     let src = loc(&c1, &format!("rbd/{img}@s2"));
     let mut args = vec!["copy", &src, &dst, "--from-snap", "s1"];
     args.extend(SLOW_COPY);
-    killed_at(d, &args, "checkpoint:2");
+    killed_at(d, &args, "checkpoint:1");
     assert!(rbd_marked(&c2, &img), "the record is in the image itself");
     // Killed from outside, at whatever moment the next record lands.
     let before = rbd_record(&c2, &img).unwrap()["mark"].as_u64();
