@@ -3,7 +3,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use super::record::{Record, Saver};
+use super::record::{earlier, provenance, Record, Saver};
 use super::{Context, Outcome};
 use crate::backend::{open_dest, open_source, Found, SinkOptions, SourceOptions};
 use crate::engine::{self, check_sums, chunk_size, default_jobs, Hook, ImageSource, Options};
@@ -73,12 +73,6 @@ impl Copy {
     }
 }
 
-/// The provenance recorded with a snapshot made from `src`: its identity.
-fn provenance(src: &dyn ImageSource) -> String {
-    let map: std::collections::BTreeMap<_, _> = src.identity().into_iter().collect();
-    serde_json::to_string(&map).expect("a map serializes")
-}
-
 /// Runs `job`: opens both sides, resumes from the destination's record where one matches,
 /// copies, finishes (rename, snapshot) and drops the record.
 pub fn copy(job: &Copy, ctx: &Context) -> Result<Outcome> {
@@ -93,7 +87,7 @@ pub fn copy(job: &Copy, ctx: &Context) -> Result<Outcome> {
     let sink_opts = SinkOptions {
         overwrite: job.overwrite,
         restart: ctx.restart,
-        provenance: snap.as_ref().map(|_| provenance(&src)),
+        provenance: snap.as_ref().map(|_| provenance(src.identity())),
         base: job.from_snap.clone(),
         snap,
         size: src.size(),
@@ -124,13 +118,7 @@ pub fn copy(job: &Copy, ctx: &Context) -> Result<Outcome> {
         plan.push(("base snapshot".into(), base.clone()));
     }
     let mut record = Record::new("copy", src.identity(), plan);
-    if dest.found != Found::Fresh {
-        let had = store.load()?.ok_or_else(|| Error::Refused {
-            image: label.clone(),
-            reason: "its progress record vanished while it was being opened".into(),
-        })?;
-        let had = Record::parse(&had, &label)?;
-        had.matches(&record, &label)?;
+    if let Some(had) = earlier(dest.found, store.as_ref(), &record, &label)? {
         record.mark = had.mark;
     }
     let saver = Arc::new(Saver {

@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use super::record::{Record, Saver};
+use super::record::{earlier, provenance, Record, Saver};
 use super::{Context, Outcome};
 use crate::backend::sidecar::Sidecar;
 use crate::backend::stream::{open_stream, window_crc, Marks};
@@ -42,13 +42,12 @@ pub fn import(job: &Import, ctx: &Context) -> Result<Outcome> {
         ),
         ("image size".to_owned(), header.size.to_string()),
     ];
-    let made: std::collections::BTreeMap<_, _> = identity.iter().cloned().collect();
     let sink_opts = SinkOptions {
         // A diff updates the image it names, as `rbd import-diff` does; so does a full
         // stream onto an existing image.
         update: true,
         restart: ctx.restart,
-        provenance: Some(serde_json::to_string(&made).expect("a map serializes")),
+        provenance: Some(provenance(identity.clone())),
         base: header.from.clone(),
         snap: header.to.clone(),
         size: header.size,
@@ -70,13 +69,7 @@ pub fn import(job: &Import, ctx: &Context) -> Result<Outcome> {
         .reuse(Arc::clone(&ctx.buffers))
         .marks(Arc::clone(&marks));
     let mut record = Record::new("import-diff", identity, Vec::new());
-    if dest.found != Found::Fresh {
-        let had = store.load()?.ok_or_else(|| Error::Refused {
-            image: label.clone(),
-            reason: "its progress record vanished while it was being opened".into(),
-        })?;
-        let had = Record::parse(&had, &label)?;
-        had.matches(&record, &label)?;
+    if let Some(had) = earlier(dest.found, store.as_ref(), &record, &label)? {
         if had.mark > 0 {
             let crc = had.crc.unwrap_or_default();
             if let (Location::Path(path), Some(want)) = (&job.input, had.window) {

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use serde::{Deserialize, Serialize};
 
 use crate::backend::stream::{window_crc, Marks};
-use crate::backend::Store;
+use crate::backend::{Found, Store};
 use crate::engine::{Checkpoint, ImageSink};
 use crate::error::{Error, Result};
 use crate::fault;
@@ -111,6 +111,32 @@ impl Record {
     pub fn text(&self) -> String {
         serde_json::to_string(self).expect("a record serializes")
     }
+}
+
+/// The record an earlier run left at `dst`, checked against `want`: `None` when the
+/// destination was `found` fresh; an error (exit 3) when it was made for another job.
+pub fn earlier(
+    found: Found,
+    store: &dyn Store,
+    want: &Record,
+    dst: &str,
+) -> Result<Option<Record>> {
+    if found == Found::Fresh {
+        return Ok(None);
+    }
+    let text = store.load()?.ok_or_else(|| Error::Refused {
+        image: dst.to_owned(),
+        reason: "its progress record vanished while it was being opened".into(),
+    })?;
+    let had = Record::parse(&text, dst)?;
+    had.matches(want, dst)?;
+    Ok(Some(had))
+}
+
+/// What a destination records with a snapshot made from a source identified by `fields`.
+pub fn provenance(fields: Vec<(String, String)>) -> String {
+    let map: BTreeMap<_, _> = fields.into_iter().collect();
+    serde_json::to_string(&map).expect("a map serializes")
 }
 
 /// The [`Checkpoint`] of a job: makes what landed durable, then saves its record with the
