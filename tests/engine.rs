@@ -293,3 +293,68 @@ fn apply_stops(dst: MemImage) {
         "nothing at or after the bad piece was written"
     );
 }
+
+/// Records every checkpoint's mark.
+#[derive(Default)]
+struct Marks(Mutex<Vec<u64>>);
+
+impl rbdcp::engine::Checkpoint for Marks {
+    fn save(&self, mark: u64) -> rbdcp::Result<()> {
+        self.0.lock().unwrap().push(mark);
+        Ok(())
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: 32,
+        failure_persistence: Some(Box::new(FileFailurePersistence::Direct("tests/engine.proptest-regressions"))),
+        ..ProptestConfig::default()
+    })]
+
+    /// Checkpoints rise, fall on chunk boundaries and end at the image size; a copy resumed
+    /// from any of them writes nothing below it and ends equal to its source.
+    #[test]
+    fn checkpoints_rise_and_a_resume_from_one_completes_the_copy(
+        blocks in prop::collection::vec((0u64..128, 1u8..4), 1..40),
+        chunk_blocks in 1u64..8,
+        jobs in 1usize..5,
+        deferred in any::<bool>(),
+        pick in any::<prop::sample::Index>(),
+    ) {
+        let size = 128 * BLOCK;
+        let src = source(size, &blocks);
+        let chunk = chunk_blocks * BLOCK;
+        let marks = std::sync::Arc::new(Marks::default());
+        let mut o = opts(jobs, chunk);
+        o.checkpoint = Some(rbdcp::engine::Hook(marks.clone()));
+        o.checkpoint_every = std::time::Duration::from_micros(50);
+        let first = if deferred { MemImage::new("a", size).deferred() } else { MemImage::new("a", size) };
+        copy(&src, &first, &o, &Throttle::new(Default::default()), &Silent).unwrap();
+        let marks = marks.0.lock().unwrap().clone();
+        prop_assert_eq!(marks.last().copied(), Some(size));
+        prop_assert!(marks.windows(2).all(|w| w[0] < w[1]), "{:?}", marks);
+        // Every mark is where a chunk of the plan starts or ends, so a resume from it
+        // skips whole chunks.
+        let plan = rbdcp::engine::Plan::new(src.extents().unwrap(), size, chunk, false);
+        let bounds: std::collections::BTreeSet<u64> =
+            plan.chunks().flat_map(|c| [c.offset, c.end()]).chain([size]).collect();
+        prop_assert!(marks.iter().all(|m| bounds.contains(m)), "{:?}", marks);
+
+        // Resume into a destination that holds garbage below the mark: it stays untouched.
+        let start = marks[pick.index(marks.len())];
+        let second = MemImage::new("b", size);
+        second.put(0, &vec![0xEE; start as usize]);
+        o.start = start;
+        o.checkpoint = None;
+        let r = copy(&src, &second, &o, &Throttle::new(Default::default()), &Silent).unwrap();
+        prop_assert_eq!(r.resumed_from, (start > 0).then_some(start));
+        let (want, got) = (src.bytes(), second.bytes());
+        prop_assert!(got[..start as usize].iter().all(|&b| b == 0xEE), "written below the mark");
+        prop_assert!(got[start as usize..] == want[start as usize..], "differs above the mark");
+        let data_below: u64 = (0..start / BLOCK)
+            .filter(|b| want[(b * BLOCK) as usize..((b + 1) * BLOCK) as usize].iter().any(|&x| x != 0))
+            .count() as u64 * BLOCK;
+        prop_assert!(r.bytes_skipped <= start && r.bytes_skipped >= data_below.min(start), "{} skipped, {} data below", r.bytes_skipped, data_below);
+    }
+}

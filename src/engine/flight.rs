@@ -406,6 +406,26 @@ mod tests {
     }
 
     #[test]
+    fn writes_that_never_answer_are_abandoned() {
+        let flight = Flight::new(100, 8, &Arc::default(), 0, Duration::from_millis(100));
+        let a = chunk(0, 10);
+        flight.begin(&a).unwrap();
+        let ticket = flight.ticket(a, vec![1; 10]);
+        // A request the sink never answers holds its block.
+        let held = ticket.block(0..10);
+        drop(ticket);
+        let err = flight.wait(&Silent).unwrap_err();
+        assert!(err.abandoned(), "{err}");
+        assert!(
+            err.to_string().contains("1 write(s) got no answer"),
+            "{err}"
+        );
+        assert!(flight.abandoned());
+        assert_eq!(flight.watermark(), 0, "nothing counts as landed");
+        drop(held);
+    }
+
+    #[test]
     fn a_failed_chunk_stays_below_the_watermark() {
         let flight = Flight::new(100, 8, &Arc::default(), 0, Duration::from_secs(60));
         let (a, b) = (chunk(0, 10), chunk(10, 10));

@@ -71,11 +71,11 @@ impl Context {
     }
 
     /// How long writes may go unanswered before a job gives up on them: every attempt's op
-    /// time-out and every wait between them, and as much again.
+    /// time-out and every wait between them (8.5 minutes with the defaults), at least 30 s.
     pub fn stall(&self) -> Duration {
         let op = Duration::from_secs(self.access.op_timeout_secs.max(1));
         let attempts = self.retry.retries + 1;
-        (op * attempts + self.retry.max_wait * self.retry.retries) * 2
+        (op * attempts + self.retry.max_wait * self.retry.retries).max(Duration::from_secs(30))
     }
 
     /// Ends a job that failed with `e`: if it abandoned requests in flight, `dest` is kept
