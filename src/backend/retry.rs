@@ -3,7 +3,7 @@
 //! not a flag inside each backend. Permanent errors pass at once.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::Store;
@@ -161,14 +161,21 @@ impl Request {
                 Err(e) if policy.again(&e, attempt) => {
                     policy.count.fetch_add(1, Ordering::Relaxed);
                     let wait = policy.wait(attempt);
+                    // `done` must be called whatever happens: a request dropped unanswered
+                    // would count as landed. Kept here until the thread has started.
+                    let slot = Arc::new(Mutex::new(Some(done)));
+                    let taken = Arc::clone(&slot);
                     let spawned = std::thread::Builder::new()
                         .name("rbdcp-retry".into())
                         .spawn(move || {
+                            let done = taken.lock().unwrap().take().expect("taken once");
                             policy.sleep(wait);
                             request.send(sink, policy, attempt + 1, done);
                         });
-                    if let Err(e) = spawned {
-                        eprintln!("rbdcp: cannot start a thread to retry a write: {e}");
+                    if spawned.is_err() {
+                        if let Some(done) = slot.lock().unwrap().take() {
+                            done(Err(Policy::give_up(e, attempt)));
+                        }
                     }
                 }
                 Err(e) => done(Err(Policy::give_up(e, attempt))),
@@ -305,6 +312,75 @@ mod tests {
         let none = quick(0);
         assert!(none.call(|| -> Result<()> { Err(timeout()) }).is_err());
         assert_eq!(none.count.load(Ordering::Relaxed), 0);
+    }
+
+    /// A sink whose asynchronous zeroing times out `flaky` times, then works.
+    struct Flaky {
+        flaky: AtomicU32,
+        calls: AtomicU32,
+    }
+
+    impl ImageSink for Flaky {
+        fn name(&self) -> &str {
+            "flaky"
+        }
+        fn zeroed(&self) -> bool {
+            false
+        }
+        fn resize(&self, _: u64) -> Result<()> {
+            Ok(())
+        }
+        fn write_at(&self, _: u64, _: &[u8]) -> Result<()> {
+            Ok(())
+        }
+        fn write_zeroes(&self, _: u64, _: u64) -> Result<()> {
+            Ok(())
+        }
+        fn zero_async(&self, _: u64, _: u64, done: Done) {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            let left = self.flaky.load(Ordering::SeqCst);
+            if left > 0 {
+                self.flaky.store(left - 1, Ordering::SeqCst);
+                // As librbd does: the callback comes from another thread.
+                std::thread::spawn(move || done(Err(timeout())));
+            } else {
+                done(Ok(()));
+            }
+        }
+        fn flush(&self) -> Result<()> {
+            Ok(())
+        }
+        fn finish(&self) -> Result<()> {
+            Ok(())
+        }
+    }
+
+    /// Zeroes through `Retry` with `retries` over a sink failing `flaky` times; returns the
+    /// result `done` got (exactly once), the calls made and the retries counted.
+    fn zero_through(flaky: u32, retries: u32) -> (Result<()>, u32, u64) {
+        let sink = Arc::new(Flaky {
+            flaky: AtomicU32::new(flaky),
+            calls: AtomicU32::new(0),
+        });
+        let policy = quick(retries);
+        let retry = Retry::new(sink.clone() as Arc<dyn ImageSink>, policy.clone());
+        let (tx, rx) = std::sync::mpsc::channel();
+        retry.zero_async(0, 4096, Box::new(move |r| tx.send(r).unwrap()));
+        let result = rx.recv().unwrap();
+        assert!(rx.recv().is_err(), "done is called once");
+        let count = policy.count.load(Ordering::Relaxed);
+        (result, sink.calls.load(Ordering::SeqCst), count)
+    }
+
+    #[test]
+    fn asynchronous_requests_are_sent_again() {
+        let (r, calls, retries) = zero_through(2, 5);
+        assert!(r.is_ok(), "{r:?}");
+        assert_eq!((calls, retries), (3, 2));
+        let (r, calls, retries) = zero_through(9, 2);
+        let err = r.unwrap_err();
+        assert!(err.to_string().ends_with("(failed 3 times)"), "{err}");
+        assert_eq!((calls, retries), (3, 2));
     }
 
     #[test]
