@@ -313,15 +313,36 @@ impl Ticket {
     }
 
     /// What a request for this chunk calls when it is done: an error fails the chunk and
-    /// the job.
+    /// the job. A request dropped without an answer fails them too: it never counts as
+    /// landed.
     fn done(self: &Arc<Self>) -> Done {
-        let ticket = Arc::clone(self);
+        let mut answer = Answer(Some(Arc::clone(self)));
         Box::new(move |result| {
+            let ticket = answer.0.take().expect("answered once");
             if let Err(e) = result {
-                ticket.failed.store(true, Ordering::Relaxed);
-                ticket.flight.fail(e);
+                ticket.fail(e);
             }
         })
+    }
+
+    fn fail(&self, e: Error) {
+        self.failed.store(true, Ordering::Relaxed);
+        self.flight.fail(e);
+    }
+}
+
+/// A request's hold on its ticket until it is answered.
+struct Answer(Option<Arc<Ticket>>);
+
+impl Drop for Answer {
+    fn drop(&mut self) {
+        if let Some(ticket) = self.0.take() {
+            let c = ticket.chunk;
+            ticket.fail(Error::Unsupported(format!(
+                "a write of {} bytes at offset {} was dropped without an answer",
+                c.len, c.offset
+            )));
+        }
     }
 }
 
@@ -403,6 +424,23 @@ mod tests {
             drop(first);
         });
         assert!(entered.load(Ordering::SeqCst));
+    }
+
+    #[test]
+    fn a_request_dropped_unanswered_fails_its_chunk() {
+        let flight = Flight::new(100, 8, &Arc::default(), 0, Duration::from_secs(60));
+        let a = chunk(0, 10);
+        flight.begin(&a).unwrap();
+        flight.drained(10);
+        let ticket = flight.ticket(a, vec![1; 10]);
+        drop(ticket.done());
+        drop(ticket);
+        assert_eq!(flight.watermark(), 0, "it did not land");
+        let err = flight.wait(&Silent).unwrap_err();
+        assert!(
+            err.to_string().contains("dropped without an answer"),
+            "{err}"
+        );
     }
 
     #[test]
