@@ -376,10 +376,13 @@ step() {
 # port_busy PORT: some TCP socket uses local port PORT (TIME_WAIT does not count: ceph binds with SO_REUSEADDR).
 # Note: ports in Linux's ephemeral range (32768-60999) can be held by outgoing connections;
 # with-clusters.sh defaults to 13100/13200, below it.
+# Whether something listens on 127.0.0.1:PORT. Only a listener keeps the mon from binding
+# (it sets SO_REUSEADDR); the closing connections a just-stopped cluster leaves on the port
+# (TIME_WAIT, FIN_WAIT, CLOSE_WAIT) do not, and counting them broke restarts.
 port_busy() {
 	local hex
 	hex=$(printf ':%04X' "$1")
-	awk -v p="$hex" 'FNR > 1 && $4 != "06" && substr($2, length($2) - 4) == p { f = 1 } END { exit !f }' \
+	awk -v p="$hex" 'FNR > 1 && $4 == "0A" && substr($2, length($2) - 4) == p { f = 1 } END { exit !f }' \
 		/proc/net/tcp /proc/net/tcp6 2>/dev/null
 }
 
