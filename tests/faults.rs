@@ -455,7 +455,7 @@ fn a_second_run_on_one_destination_is_busy() {
         // The first holds the destination once its staged copy exists.
         let started = Instant::now();
         while !(images(&c2).contains(&format!("{img}.rbdcp-partial"))
-            || d.join(".f.img.rbdcp-partial.resume").exists())
+            || d.join(".f.img.rbdcp-partial").exists())
         {
             assert!(started.elapsed() < Duration::from_secs(60));
             std::thread::sleep(Duration::from_millis(10));

@@ -127,7 +127,9 @@ pub fn copy(job: &Copy, ctx: &Context) -> Result<Outcome> {
         record: Mutex::new(record),
         stream: None,
     });
-    saver.save_now().map_err(|e| e.kept(&label))?;
+    // No record is saved before the first checkpoint: a staged image without one is
+    // removed by a rerun, and an in-place one is written again whole (one round trip
+    // fewer per job).
     let jobs = job.jobs.unwrap_or_else(|| default_jobs(job.chunk_size));
     let start = saver.record.lock().unwrap().mark;
     let opts = Options {

@@ -104,7 +104,7 @@ pub fn import(job: &Import, ctx: &Context) -> Result<Outcome> {
         record: Mutex::new(record),
         stream: Some((marks, job.input.clone())),
     });
-    saver.save_now().map_err(|e| e.kept(&label))?;
+    // No record before the first checkpoint, as for a copy.
     let opts = Options {
         jobs: job.jobs.unwrap_or(APPLY_JOBS),
         cancel: Some(Arc::clone(&ctx.cancel)),

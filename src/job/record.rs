@@ -152,14 +152,6 @@ pub struct Saver {
     pub stream: Option<(Marks, Location)>,
 }
 
-impl Saver {
-    /// Saves `record` as it is.
-    pub fn save_now(&self) -> Result<()> {
-        let text = self.record.lock().unwrap().text();
-        self.store.save(&text)
-    }
-}
-
 impl Checkpoint for Saver {
     fn save(&self, mark: u64) -> Result<()> {
         if !self.sink.durable_when_landed() {
