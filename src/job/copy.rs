@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 
 use super::record::{earlier, provenance, Record, Saver};
 use super::{Context, Outcome};
-use crate::backend::{open_dest, open_source, Found, SinkOptions, SourceOptions};
+use crate::backend::{open_source, SinkOptions, SourceOptions};
 use crate::engine::{self, check_sums, chunk_size, default_jobs, Hook, ImageSource, Options};
 use crate::error::{Error, Result};
 use crate::location::Location;
@@ -95,11 +95,7 @@ pub fn copy(job: &Copy, ctx: &Context) -> Result<Outcome> {
         access: ctx.access.clone(),
         ..SinkOptions::default()
     };
-    let dest = open_dest(&job.dst, &sink_opts)?;
-    let (sink, store) = ctx.retried(&dest);
-    let label = job.dst.to_string();
-    if dest.found == Found::Complete {
-        store.clear()?;
+    let Some(super::Opened { dest, sink, store }) = ctx.open(&job.dst, &sink_opts)? else {
         return Ok(Outcome {
             complete: true,
             report: engine::Report {
@@ -108,7 +104,8 @@ pub fn copy(job: &Copy, ctx: &Context) -> Result<Outcome> {
             },
             ..Outcome::default()
         });
-    }
+    };
+    let label = job.dst.to_string();
     let chunk = chunk_size(job.chunk_size, src.object_size().or(sink.object_size()));
     let mut plan = vec![
         ("chunk size".into(), chunk.to_string()),

@@ -9,7 +9,7 @@ use super::record::{earlier, provenance, Record, Saver};
 use super::{Context, Outcome};
 use crate::backend::sidecar::Sidecar;
 use crate::backend::stream::{open_stream, window_crc, Marks};
-use crate::backend::{open_dest, Found, SinkOptions};
+use crate::backend::SinkOptions;
 use crate::engine::{self, Hook, Options, APPLY_JOBS};
 use crate::error::{Error, Result};
 use crate::location::Location;
@@ -54,16 +54,13 @@ pub fn import(job: &Import, ctx: &Context) -> Result<Outcome> {
         access: ctx.access.clone(),
         ..SinkOptions::default()
     };
-    let dest = open_dest(&job.dst, &sink_opts)?;
-    let (sink, store) = ctx.retried(&dest);
-    let label = job.dst.to_string();
-    if dest.found == Found::Complete {
-        store.clear()?;
+    let Some(super::Opened { dest, sink, store }) = ctx.open(&job.dst, &sink_opts)? else {
         return Ok(Outcome {
             complete: true,
             ..Outcome::default()
         });
-    }
+    };
+    let label = job.dst.to_string();
     let marks = Marks::default();
     let mut pieces = pieces
         .reuse(Arc::clone(&ctx.buffers))

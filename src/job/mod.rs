@@ -16,11 +16,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::backend::retry::{Policy, Retry};
-use crate::backend::{Access, Dest, Store};
+use crate::backend::{open_dest, Access, Dest, Found, SinkOptions, Store};
 use crate::engine::{
     Buffers, ImageSink, ImageSource, Progress, Report, Silent, Throttle, DEFAULT_EVERY,
 };
 use crate::error::Error;
+use crate::error::Result;
+use crate::location::Location;
 
 /// Makes the progress display of one phase of a job (`copy`, `verify`, ...).
 pub type Bars = dyn Fn(&str) -> Box<dyn Progress> + Send + Sync;
@@ -78,6 +80,19 @@ impl Context {
         (op * attempts + self.retry.max_wait * self.retry.retries).max(Duration::from_secs(30))
     }
 
+    /// Opens `dst` for a job (its lock or lease, what an earlier run left), its sink and
+    /// store behind the retry policy; `None` when it holds the job's result already (any
+    /// record left from the end of that job is dropped).
+    fn open(&self, dst: &Location, opts: &SinkOptions) -> Result<Option<Opened>> {
+        let dest = open_dest(dst, opts)?;
+        let (sink, store) = self.retried(&dest);
+        if dest.found == Found::Complete {
+            store.clear()?;
+            return Ok(None);
+        }
+        Ok(Some(Opened { dest, sink, store }))
+    }
+
     /// Ends a job that failed with `e`: if it abandoned requests in flight, `dest` is kept
     /// open for good (they may still call back into it).
     fn failed(&self, e: Error, dest: &Dest) -> Error {
@@ -104,6 +119,13 @@ impl Context {
     fn retried_source(&self, source: Box<dyn ImageSource>) -> Retry<dyn ImageSource> {
         Retry::new(Arc::from(source), self.retry.clone())
     }
+}
+
+/// A destination opened for a job; the lock or lease in `dest` is held until it drops.
+struct Opened {
+    dest: Dest,
+    sink: Arc<dyn ImageSink>,
+    store: Arc<dyn Store>,
 }
 
 /// What a job did.
