@@ -48,25 +48,12 @@ const SLOW_COPY: [&str; 10] = [
 /// An image of 32 MiB in objects of 1 MiB (so streams have records of at most 1 MiB),
 /// data at 0..20 MiB and 28..32 MiB, with snapshot `s1`.
 fn image(conf: &Path, img: &str) {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("img");
-    util::sparse_file(
-        &file,
+    create_1m_with_s1(
+        conf,
+        img,
         32 * M,
         &[(0, 20 * M as usize), (28 * M, 4 * M as usize)],
     );
-    rbd(
-        conf,
-        &[
-            "import",
-            "--no-progress",
-            "--object-size",
-            "1M",
-            file.to_str().unwrap(),
-            &format!("rbd/{img}"),
-        ],
-    );
-    rbd(conf, &["snap", "create", &format!("rbd/{img}@s1")]);
 }
 
 /// Runs rbdcp with `args`; it must kill itself at fault point `point`.

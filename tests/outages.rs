@@ -18,21 +18,7 @@ const M: u64 = 1 << 20;
 
 /// A 24 MiB image in objects of 1 MiB, 20 MiB of data, with snapshot `s1`.
 fn image(conf: &Path, img: &str) {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("img");
-    util::sparse_file(&file, 24 * M, &[(0, 20 * M as usize)]);
-    rbd(
-        conf,
-        &[
-            "import",
-            "--no-progress",
-            "--object-size",
-            "1M",
-            file.to_str().unwrap(),
-            &format!("rbd/{img}"),
-        ],
-    );
-    rbd(conf, &["snap", "create", &format!("rbd/{img}@s1")]);
+    create_1m_with_s1(conf, img, 24 * M, &[(0, 20 * M as usize)]);
 }
 
 /// Copy flags: slow (`rate` per second), in chunks of 1 MiB, records every 0.1 s, op

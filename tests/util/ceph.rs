@@ -127,6 +127,26 @@ pub fn create(conf: &Path, image: &str, size: u64, extents: &[(u64, usize)]) {
     );
 }
 
+/// Creates `rbd/image` in objects of 1 MiB (so streams have records of at most 1 MiB),
+/// with noise at `extents`, and snapshot `s1` of it.
+pub fn create_1m_with_s1(conf: &Path, image: &str, size: u64, extents: &[(u64, usize)]) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("img");
+    super::sparse_file(&file, size, extents);
+    rbd(
+        conf,
+        &[
+            "import",
+            "--no-progress",
+            "--object-size",
+            "1M",
+            file.to_str().unwrap(),
+            &format!("rbd/{image}"),
+        ],
+    );
+    rbd(conf, &["snap", "create", &format!("rbd/{image}@s1")]);
+}
+
 /// Overwrites `len` bytes at `offset` of `rbd/image` with noise: `rbd import-diff` of a
 /// one-record v1 diff (the stock tool, so the test does not check rbdcp with itself).
 pub fn write(conf: &Path, image: &str, offset: u64, len: usize, seed: u64) {
