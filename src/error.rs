@@ -149,6 +149,15 @@ pub enum Error {
         /// Why the job failed.
         cause: Box<Error>,
     },
+    /// The run's lease on its destination went unrenewed for so long that another run may
+    /// take the destination.
+    #[error("lost the lease on {image}: not renewed for {secs} s, so another run may take it")]
+    LeaseLost {
+        /// The destination.
+        image: String,
+        /// Seconds since the last renewal.
+        secs: u64,
+    },
     /// The destination's pool, or its cluster, is full.
     #[error(
         "pool full: {image} cannot take more data ({err}); raise the pool's quota or free space"
@@ -218,6 +227,19 @@ impl Error {
         }
     }
 
+    /// Whether only a new connection can mend it: the client was blocklisted (ESHUTDOWN),
+    /// writes stopped answering ([`Error::Stalled`], [`Error::Abandoned`]), or the lease
+    /// went unrenewed ([`Error::LeaseLost`]).
+    pub fn wants_new_connection(&self) -> bool {
+        match self {
+            Error::Stalled { .. } | Error::Abandoned { .. } | Error::LeaseLost { .. } => true,
+            Error::Retried { last: e, .. } | Error::Resumable { cause: e, .. } => {
+                e.wants_new_connection()
+            }
+            e => e.errno() == Some(libc::ESHUTDOWN),
+        }
+    }
+
     /// `self` as the error of a job whose destination `dst` keeps what was written.
     pub fn kept(self, dst: &str) -> Error {
         match self {
@@ -275,7 +297,8 @@ impl Error {
     /// Whether trying the same call again, on the same connection, may succeed: a
     /// time-out, a reset or dropped connection, EAGAIN, EBUSY, an interrupted call.
     /// ENOENT, ENOSPC, EDQUOT, EROFS, EIO and permission errors are permanent; so is a
-    /// blocklisted client (ESHUTDOWN), which needs a new connection: a rerun resumes it.
+    /// blocklisted client (ESHUTDOWN), which needs a new connection (see
+    /// [`Error::wants_new_connection`]).
     pub fn is_transient(&self) -> bool {
         match self {
             Error::Io { err, .. } | Error::Open { err, .. } | Error::Connect { err, .. } => {
@@ -382,5 +405,17 @@ mod tests {
             reason: "r".into(),
         };
         assert_eq!(refused.exit().code(), 3);
+        assert!(!refused.wants_new_connection());
+        assert!(!retried.wants_new_connection());
+        let blocklisted = e(libc::ESHUTDOWN).kept("dst");
+        assert!(blocklisted.wants_new_connection());
+        let stalled = Error::Abandoned {
+            requests: 2,
+            cause: Box::new(Error::Stalled {
+                requests: 2,
+                secs: 30,
+            }),
+        };
+        assert!(stalled.kept("dst").wants_new_connection());
     }
 }

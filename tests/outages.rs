@@ -1,7 +1,8 @@
 //! Outage tests against the real local clusters: an OSD paused for 10 s and one killed
 //! and started again in the middle of a copy, the client blocklisted, and a destination
-//! pool that reaches its quota. The copy completes, or fails cleanly with its progress
-//! kept and resumes to an identical result. The paused and killed OSDs are checked for
+//! pool that reaches its quota. The copy completes (connecting again where it must), or,
+//! after the OSD was killed or the pool filled, fails cleanly with its progress kept and
+//! resumes to an identical result. The paused and killed OSDs are checked for
 //! placement groups stuck "waiting for readable" afterwards (`ceph-local.sh unstick`).
 
 use std::path::Path;
@@ -142,7 +143,7 @@ fn a_paused_osd() {
     // The destination's OSD paused for about 10 s in the middle of the copy, longer than
     // the op time-out: the record's writes time out and are retried, the data writes wait
     // (librbd sets no time-out on them) and go on. Now and then librbd never answers them
-    // after such a pause; the job then fails cleanly and a rerun resumes.
+    // after such a pause: then rbdcp fences that client, connects again and resumes.
     let mut args = vec![
         "copy".to_owned(),
         loc(&c1, &format!("rbd/{img}@s1")),
@@ -155,17 +156,14 @@ fn a_paused_osd() {
     std::thread::sleep(Duration::from_secs(10)); // the outage itself, not a synchronization
     ceph_local(&["osd-resume", "c2"]);
     eprintln!("{}", ceph_local(&["unstick", "c2"]));
-    let outcome = finish(child);
-    if outcome.0 == Some(0) {
-        let v = &outcome.1;
-        eprintln!("retries: {}", v["retries"]);
-        assert!(v["retries"].as_u64().is_some(), "retries are counted: {v}");
-        assert!(
-            v["seconds"].as_f64() > Some(10.0),
-            "the copy spanned the pause: {v}"
-        );
-    }
-    completed(d, &args, outcome);
+    let (code, v, err) = finish(child);
+    assert_eq!(code, Some(0), "the copy completes: {err}");
+    eprintln!("retries: {}, reconnects: {}", v["retries"], v["reconnects"]);
+    assert!(v["retries"].as_u64().is_some(), "retries are counted: {v}");
+    assert!(
+        v["seconds"].as_f64() > Some(10.0),
+        "the copy spanned the pause: {v}"
+    );
     same(&c1, &c2, "rbd", &img);
 }
 
@@ -210,9 +208,13 @@ fn a_blocklisted_client() {
         .expect("the lease names its client")
         .to_owned();
     ceph(&c2, &["osd", "blocklist", "add", &addr]);
-    let outcome = finish(child);
+    let (code, v, err) = finish(child);
     ceph(&c2, &["osd", "blocklist", "rm", &addr]);
-    completed(d, &args, outcome);
+    // rbdcp connects again, breaks its old lease and resumes.
+    eprintln!("{v}\n{err}");
+    assert_eq!(code, Some(0), "the copy completes: {err}");
+    assert!(v["reconnects"].as_u64() >= Some(1), "{v}");
+    assert!(v["resumed_from"].as_u64() > Some(0), "{v}");
     // Seen here: right after such a rerun, `rbd export` of the new snapshot may fail for
     // a moment with ENOENT (while `rbd info` of it works); then it exports, identical.
     let seen = Instant::now();

@@ -101,8 +101,24 @@ pub struct Dest {
     /// What an earlier run left.
     pub found: Found,
     /// The lock or lease; dropped after the sink.
-    _hold: Box<dyn std::any::Any + Send + Sync>,
+    hold: Arc<dyn Hold>,
 }
+
+/// What holds a destination against other runs: a lock or a lease.
+pub trait Hold: Send + Sync {
+    /// Gives up the connection it was taken on (its client was blocklisted, or stopped
+    /// answering): the next open in this process connects afresh and breaks this hold
+    /// (and fences its client), rather than waiting for it.
+    fn retire(&self) {}
+
+    /// Whether it still holds (a lease can be lost: its client blocklisted, its renewals
+    /// failing); a job checks before each progress record.
+    fn check(&self) -> Result<()> {
+        Ok(())
+    }
+}
+
+impl Hold for stage::Lock {}
 
 impl Dest {
     /// A destination of `sink`, its record in `store`, held by `hold` until dropped.
@@ -110,14 +126,24 @@ impl Dest {
         sink: Arc<dyn ImageSink>,
         store: Arc<dyn Store>,
         found: Found,
-        hold: Box<dyn std::any::Any + Send + Sync>,
+        hold: Arc<dyn Hold>,
     ) -> Dest {
         Dest {
             sink,
             store,
             found,
-            _hold: hold,
+            hold,
         }
+    }
+
+    /// What holds the destination.
+    pub fn hold(&self) -> Arc<dyn Hold> {
+        Arc::clone(&self.hold)
+    }
+
+    /// Gives up the connection this destination was opened on; see [`Hold::retire`].
+    pub fn retire(&self) {
+        self.hold.retire();
     }
 }
 
@@ -135,7 +161,7 @@ pub fn open_dest(loc: &Location, opts: &SinkOptions) -> Result<Dest> {
                 Arc::new(sink),
                 Arc::new(store),
                 found,
-                Box::new(lock),
+                Arc::new(lock),
             ))
         }
         Location::Rbd(spec) => rbd::open_dest(spec, opts),

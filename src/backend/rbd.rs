@@ -51,6 +51,22 @@ fn cluster(access: &Access) -> Result<Arc<Cluster>> {
     Ok(cluster)
 }
 
+/// Forgets connection `cluster`: later opens connect afresh.
+fn retire(cluster: &Arc<Cluster>) {
+    let mut known = CLUSTERS.lock().unwrap();
+    known.retain(|(_, c)| !std::ptr::eq(c.as_ptr(), Arc::as_ptr(cluster)));
+}
+
+impl super::Hold for Lease {
+    fn retire(&self) {
+        Lease::retire(self);
+        retire(self.pool().cluster());
+    }
+    fn check(&self) -> Result<()> {
+        Lease::check(self)
+    }
+}
+
 fn pool(spec: &RbdSpec, defaults: &Access) -> Result<Arc<Pool>> {
     let cluster = cluster(&access(spec, defaults))?;
     Pool::open(&cluster, &spec.pool, spec.namespace.as_deref())
@@ -298,7 +314,7 @@ fn dest(sink: RbdSink, found: Found, lease: Lease) -> Dest {
     let store = RbdStore {
         image: Arc::clone(&sink.image),
     };
-    Dest::new(Arc::new(sink), Arc::new(store), found, Box::new(lease))
+    Dest::new(Arc::new(sink), Arc::new(store), found, Arc::new(lease))
 }
 
 /// Opens `name` for writing, or `None` when there is no such image.

@@ -56,7 +56,7 @@ impl Policy {
     }
 
     /// Sleeps `wait`, or less if cancelled meanwhile.
-    fn sleep(&self, wait: Duration) {
+    pub(crate) fn sleep(&self, wait: Duration) {
         let end = Instant::now() + wait;
         while !self.cancelled() {
             let left = end.saturating_duration_since(Instant::now());

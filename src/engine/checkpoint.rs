@@ -19,6 +19,12 @@ pub trait Checkpoint: Send + Sync {
     /// landed: make them durable (an fsync, where landing is not enough) and record it.
     /// Called from one thread at a time, with rising marks.
     fn save(&self, mark: u64) -> Result<()>;
+
+    /// Whether the job may go on (its lease on the destination still holds); asked at every
+    /// tick with nothing new to save. An error fails the job.
+    fn check(&self) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// A shared [`Checkpoint`], as [`Options`] holds it.
@@ -120,7 +126,8 @@ pub(crate) fn every(
     }
 }
 
-/// The ticker: saves the watermark every `every` until told to stop or the job fails.
+/// The ticker: saves the watermark every `every` (or checks that the job may go on, when
+/// it has not moved) until told to stop or the job fails.
 fn tick(ticker: &Ticker, flight: &Flight, hook: &dyn Checkpoint, every: Duration) {
     let mut t = ticker.state.lock().unwrap();
     loop {
@@ -129,16 +136,17 @@ fn tick(ticker: &Ticker, flight: &Flight, hook: &dyn Checkpoint, every: Duration
             break;
         }
         let (mark, saved) = (flight.watermark(), t.saved);
-        if mark > saved {
-            drop(t);
-            let result = hook.save(mark);
-            t = ticker.state.lock().unwrap();
-            match result {
-                Ok(()) => t.saved = mark,
-                Err(e) => {
-                    flight.fail(e);
-                    break;
-                }
+        drop(t);
+        let result = match mark > saved {
+            true => hook.save(mark),
+            false => hook.check(),
+        };
+        t = ticker.state.lock().unwrap();
+        match result {
+            Ok(()) => t.saved = t.saved.max(mark),
+            Err(e) => {
+                flight.fail(e);
+                break;
             }
         }
     }

@@ -250,7 +250,9 @@ impl Flight {
             .0;
         s.waiting -= 1;
         let quiet = s.last.elapsed();
-        let limit = match s.error {
+        let limit = match &s.error {
+            // Requests on a connection only a new one can mend never answer.
+            Some(e) if e.wants_new_connection() => Duration::ZERO,
             Some(_) => self.stall.min(GRACE),
             None => self.stall,
         };

@@ -74,8 +74,20 @@ impl Copy {
 }
 
 /// Runs `job`: opens both sides, resumes from the destination's record where one matches,
-/// copies, finishes (rename, snapshot) and drops the record.
+/// copies, finishes (rename, snapshot) and drops the record; then verifies, if asked.
 pub fn copy(job: &Copy, ctx: &Context) -> Result<Outcome> {
+    let mut outcome = ctx.reconnecting(|| once(job, ctx))?;
+    if job.verify {
+        let jobs = job.jobs.unwrap_or_else(|| default_jobs(job.chunk_size));
+        let mismatch = verify(job, ctx, &outcome.report, jobs)?;
+        outcome.verified = Some(mismatch.is_none());
+        outcome.mismatch = mismatch;
+    }
+    Ok(outcome)
+}
+
+/// One attempt at `job`'s copy.
+fn once(job: &Copy, ctx: &Context) -> Result<Outcome> {
     let src_snap = job.check()?;
     let src_opts = SourceOptions {
         base: job.from_snap.clone(),
@@ -122,6 +134,7 @@ pub fn copy(job: &Copy, ctx: &Context) -> Result<Outcome> {
         sink: Arc::clone(&sink),
         store: Arc::clone(&store),
         record: Mutex::new(record),
+        hold: dest.hold(),
         stream: None,
     });
     // No record is saved before the first checkpoint: a staged image without one is
@@ -147,16 +160,10 @@ pub fn copy(job: &Copy, ctx: &Context) -> Result<Outcome> {
         .map_err(|e| ctx.failed(e, &dest).kept(&label))?;
     drop((sink, store));
     drop(dest);
-    let mut outcome = Outcome {
+    Ok(Outcome {
         report,
         ..Outcome::default()
-    };
-    if job.verify {
-        let mismatch = verify(job, ctx, &outcome.report, jobs)?;
-        outcome.verified = Some(mismatch.is_none());
-        outcome.mismatch = mismatch;
-    }
-    Ok(outcome)
+    })
 }
 
 /// Re-reads the chunks a copy wrote; returns what differs, if anything.

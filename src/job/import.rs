@@ -27,8 +27,17 @@ pub struct Import {
     pub jobs: Option<usize>,
 }
 
-/// Runs `job`.
+/// Runs `job`. From a file, an attempt that failed for want of a new connection is made
+/// again on one, resuming at the recorded offset; standard input cannot be read again.
 pub fn import(job: &Import, ctx: &Context) -> Result<Outcome> {
+    match job.input {
+        Location::Path(_) => ctx.reconnecting(|| once(job, ctx)),
+        _ => once(job, ctx),
+    }
+}
+
+/// One attempt at `job`.
+fn once(job: &Import, ctx: &Context) -> Result<Outcome> {
     let sidecar = job.crc.as_deref().map(Sidecar::load).transpose()?;
     let (header, pieces) = open_stream(&job.input, sidecar)?;
     let identity = vec![
@@ -99,6 +108,7 @@ pub fn import(job: &Import, ctx: &Context) -> Result<Outcome> {
         sink: Arc::clone(&sink),
         store: Arc::clone(&store),
         record: Mutex::new(record),
+        hold: dest.hold(),
         stream: Some((marks, job.input.clone())),
     });
     // No record before the first checkpoint, as for a copy.

@@ -94,12 +94,47 @@ impl Context {
     }
 
     /// Ends a job that failed with `e`: if it abandoned requests in flight, `dest` is kept
-    /// open for good (they may still call back into it).
+    /// open for good (they may still call back into it); if only a new connection can
+    /// mend it, the connection is retired (see [`crate::backend::Hold::retire`]).
     fn failed(&self, e: Error, dest: &Dest) -> Error {
         if e.abandoned() {
             std::mem::forget(Arc::clone(&dest.sink));
         }
+        if e.wants_new_connection() {
+            dest.retire();
+        }
         e
+    }
+
+    /// Runs `job` again, on new connections, after it failed in a way only a new
+    /// connection mends (its client blocklisted, writes that stopped answering): each
+    /// attempt resumes from the progress record the last one kept, as a rerun of the
+    /// command would. At most the retry policy's retries; each counts as one. The report
+    /// is the last attempt's, over the seconds of them all.
+    fn reconnecting(&self, mut job: impl FnMut() -> Result<Outcome>) -> Result<Outcome> {
+        let started = std::time::Instant::now();
+        let mut reconnects = 0;
+        loop {
+            match job() {
+                Err(e)
+                    if e.wants_new_connection()
+                        && reconnects < self.retry.retries
+                        && !self.cancelled() =>
+                {
+                    reconnects += 1;
+                    self.retry.count.fetch_add(1, Ordering::Relaxed);
+                    self.retry.sleep(self.retry.wait(reconnects));
+                }
+                Ok(mut outcome) => {
+                    outcome.reconnects = reconnects;
+                    if reconnects > 0 {
+                        outcome.report.seconds = started.elapsed().as_secs_f64();
+                    }
+                    return Ok(outcome);
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// Retries made so far, by every job of this context.
@@ -139,4 +174,6 @@ pub struct Outcome {
     pub verified: Option<bool>,
     /// After a failed verification: what differs.
     pub mismatch: Option<String>,
+    /// Times the job connected again and resumed (see [`Context::reconnecting`]).
+    pub reconnects: u32,
 }

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use serde::{Deserialize, Serialize};
 
 use crate::backend::stream::{window_crc, Marks};
-use crate::backend::{Found, Store};
+use crate::backend::{Found, Hold, Store};
 use crate::engine::{Checkpoint, ImageSink};
 use crate::error::{Error, Result};
 use crate::fault;
@@ -150,10 +150,13 @@ pub struct Saver {
     pub record: Mutex<Record>,
     /// For a stream: the crc32s at record boundaries, and its file.
     pub stream: Option<(Marks, Location)>,
+    /// The destination's lock or lease, checked before each record.
+    pub hold: Arc<dyn Hold>,
 }
 
 impl Checkpoint for Saver {
     fn save(&self, mark: u64) -> Result<()> {
+        self.hold.check()?;
         if !self.sink.durable_when_landed() {
             self.sink.flush()?;
         }
@@ -179,6 +182,10 @@ impl Checkpoint for Saver {
         *self.record.lock().unwrap() = record;
         fault::checkpoint();
         Ok(())
+    }
+
+    fn check(&self) -> Result<()> {
+        self.hold.check()
     }
 }
 

@@ -7,6 +7,7 @@
 //! lease of a holder elsewhere to expire. See issue 11.
 
 use std::ffi::{c_char, CString};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -30,6 +31,14 @@ pub fn object(image: &str) -> String {
     format!("rbdcp.lock.{image}")
 }
 
+/// The cookies of the leases this process holds: a lease of this process whose cookie is
+/// not here was dropped or retired, and is broken like a dead process's.
+static LIVE: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+fn live(cookie: &str) -> bool {
+    LIVE.lock().unwrap().iter().any(|c| c == cookie)
+}
+
 /// A lease held until dropped.
 pub struct Lease {
     /// The client addresses of dead holders whose leases this one broke.
@@ -39,6 +48,9 @@ pub struct Lease {
     cookie: CString,
     stop: Arc<(Mutex<bool>, Condvar)>,
     renewer: Option<JoinHandle<()>>,
+    renewal: Arc<Mutex<Renewal>>,
+    retired: AtomicBool,
+    label: String,
 }
 
 impl std::fmt::Debug for Lease {
@@ -82,6 +94,11 @@ impl Holder {
     pub fn is_dead(&self) -> bool {
         self.host == hostname() && !process_alive(self.pid)
     }
+
+    /// Whether it is this process.
+    pub fn is_me(&self) -> bool {
+        self.host == hostname() && self.pid == std::process::id()
+    }
 }
 
 impl std::fmt::Display for Holder {
@@ -115,8 +132,8 @@ pub fn process_alive(pid: u32) -> bool {
 
 impl Lease {
     /// Takes the lease of destination `image` (named `label` in messages). A live holder on
-    /// this host is refused at once ([`Error::Busy`]); a dead one on this host is broken at
-    /// once; a holder on another host is waited for until its lease expires ([`LEASE`] and a
+    /// this host is refused at once ([`Error::Busy`]); a dead one on this host (or a lease
+    /// of this process it dropped or retired) is broken at once; a holder on another host is waited for until its lease expires ([`LEASE`] and a
     /// little more), and refused if it is still held then.
     pub fn take(pool: &Arc<Pool>, image: &str, label: &str) -> Result<Lease> {
         let oid = cstr(&object(image), "object name")?;
@@ -140,7 +157,7 @@ impl Lease {
             let mut waiting_for = None;
             for (client, cookie, addr) in &lockers {
                 match Holder::parse(cookie) {
-                    Some(h) if h.is_dead() => {
+                    Some(h) if h.is_dead() || (h.is_me() && !live(cookie)) => {
                         break_lock(pool, &oid, client, cookie, label)?;
                         dead.push(bare(addr).to_owned());
                     }
@@ -170,18 +187,26 @@ impl Lease {
             }
         }
         let stop = Arc::new((Mutex::new(false), Condvar::new()));
+        let renewal = Arc::new(Mutex::new(Renewal {
+            last: Instant::now(),
+            blocklisted: false,
+        }));
         let renewer = {
-            let (pool, oid, cookie, stop) = (
+            let (pool, oid, cookie, stop, renewal) = (
                 Arc::clone(pool),
                 oid.clone(),
                 cookie.clone(),
                 Arc::clone(&stop),
+                Arc::clone(&renewal),
             );
             std::thread::Builder::new()
                 .name("rbdcp-lease".into())
-                .spawn(move || renew(&pool, &oid, &cookie, &stop))
+                .spawn(move || renew(&pool, &oid, &cookie, &stop, &renewal))
                 .map_err(|e| Error::open("start the lease renewer for", label, e))?
         };
+        LIVE.lock()
+            .unwrap()
+            .push(cookie.to_string_lossy().into_owned());
         Ok(Lease {
             dead,
             pool: Arc::clone(pool),
@@ -189,7 +214,46 @@ impl Lease {
             cookie,
             stop,
             renewer: Some(renewer),
+            renewal,
+            retired: AtomicBool::new(false),
+            label: label.to_owned(),
         })
+    }
+
+    /// Whether the lease still holds: not when a renewal found the client blocklisted, nor
+    /// when it went unrenewed for [`LEASE`], after which another run may take it.
+    pub fn check(&self) -> Result<()> {
+        let r = self.renewal.lock().unwrap();
+        if r.blocklisted {
+            return Err(Error::open(
+                "renew the lease on",
+                &self.label,
+                std::io::Error::from_raw_os_error(libc::ESHUTDOWN),
+            ));
+        }
+        let age = r.last.elapsed();
+        if age > LEASE {
+            return Err(Error::LeaseLost {
+                image: self.label.clone(),
+                secs: age.as_secs(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Gives the lease up without unlocking it, once its connection is no longer trusted
+    /// (its client blocklisted, or its writes unanswered): a later [`Lease::take`] in this
+    /// process breaks it, and so learns the client address whose image lock it must break
+    /// too, which fences the old connection's writes still in flight.
+    pub fn retire(&self) {
+        self.retired.store(true, Ordering::Relaxed);
+        let cookie = self.cookie.to_string_lossy();
+        LIVE.lock().unwrap().retain(|c| *c != cookie);
+    }
+
+    /// The pool the lease was taken in.
+    pub fn pool(&self) -> &Arc<Pool> {
+        &self.pool
     }
 }
 
@@ -202,9 +266,23 @@ pub fn bare(addr: &str) -> &str {
         .unwrap_or(addr)
 }
 
+/// How the renewals went.
+struct Renewal {
+    /// When the lease was last taken or renewed.
+    last: Instant,
+    /// A renewal found this client blocklisted.
+    blocklisted: bool,
+}
+
 /// Renews the lease every [`RENEW`] until told to stop. A renewal that fails (an OSD that
 /// stalls) is tried again at the next tick: the lease lasts three ticks.
-fn renew(pool: &Pool, oid: &CString, cookie: &CString, stop: &(Mutex<bool>, Condvar)) {
+fn renew(
+    pool: &Pool,
+    oid: &CString,
+    cookie: &CString,
+    stop: &(Mutex<bool>, Condvar),
+    renewal: &Mutex<Renewal>,
+) {
     let (stopped, wake) = stop;
     let mut s = stopped.lock().unwrap();
     loop {
@@ -213,7 +291,11 @@ fn renew(pool: &Pool, oid: &CString, cookie: &CString, stop: &(Mutex<bool>, Cond
         if *s {
             return;
         }
-        let _ = lock(pool, oid, cookie, FLAG_RENEW);
+        match lock(pool, oid, cookie, FLAG_RENEW) {
+            0 => renewal.lock().unwrap().last = Instant::now(),
+            r if r == -libc::ESHUTDOWN => renewal.lock().unwrap().blocklisted = true,
+            _ => {}
+        }
     }
 }
 
@@ -320,6 +402,11 @@ impl Drop for Lease {
         }
         if let Some(t) = self.renewer.take() {
             let _ = t.join();
+        }
+        let cookie = self.cookie.to_string_lossy();
+        LIVE.lock().unwrap().retain(|c| *c != cookie);
+        if self.retired.load(Ordering::Relaxed) {
+            return;
         }
         // SAFETY: the ioctx is valid; the strings outlive the call. Best effort: a lease
         // left behind expires by itself.
