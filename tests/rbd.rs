@@ -6,6 +6,8 @@
 use std::process::Command;
 use std::time::Instant;
 
+use serde_json::Value;
+
 use rbdcp::backend::mem::MemImage;
 use rbdcp::backend::{discard, open_dest, Access, SinkOptions};
 use rbdcp::engine::{copy, Options, Silent, Throttle};
@@ -368,4 +370,97 @@ fn a_failed_copy_keeps_its_staged_image_until_discarded() {
         images(&c1)
     );
     assert!(!discard(&spec, &access).unwrap(), "nothing is left");
+}
+
+/// The exact extents an RBD source lists (from its fast-diff map where valid, else by
+/// visiting every object) are `rbd diff`'s, with fast-diff on and off, with writes and
+/// discards across snapshots; a copy reads exactly the data bytes they name.
+#[test]
+fn listings_are_rbd_diffs_with_fast_diff_on_and_off() {
+    let Some((c1, c2)) = clusters() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    for (n, features, mode) in [
+        (0, None, "fast-diff+exact"),
+        (1, Some("layering,exclusive-lock"), "exact"),
+    ] {
+        let img = name(&format!("modes{n}"));
+        let spec = format!("rbd/{img}");
+        let mut create = vec!["create", "--size", "64M", &spec];
+        if let Some(f) = features {
+            create.extend(["--image-feature", f]);
+        }
+        rbd(&c1, &create);
+        let mut rng = fastrand::Rng::with_seed(7);
+        for (i, snap) in ["a", "b", "c"].iter().enumerate() {
+            for _ in 0..6 {
+                let len = rng.u64(1..3 * 1024) * 512;
+                let at = rng.u64(0..(64 * M - len) / 512) * 512;
+                match rng.u8(0..3) {
+                    0 => zero(&c1, &img, at, len),
+                    _ => write(&c1, &img, at, len as usize, rng.u64(..)),
+                }
+            }
+            if i == 1 {
+                zero(&c1, &img, 8 * M, 4 * M); // a whole object discarded
+            }
+            rbd(&c1, &["snap", "create", &format!("{spec}@{snap}")]);
+        }
+        let c = format!("{spec}@c");
+        let b = format!("{spec}@b");
+        for (at, from) in [
+            (&c, None),
+            (&c, Some("a")),
+            (&c, Some("b")),
+            (&b, Some("a")),
+            (&spec, None),
+        ] {
+            let mut args = vec!["diff", at.as_str(), "--format", "json"];
+            if let Some(f) = from {
+                args.extend(["--from-snap", f]);
+            }
+            let want = rbd(&c1, &args);
+            let src = loc(&c1, at);
+            args[1] = &src;
+            let got = expect(rbdcp(d).args(&args), 0).stdout;
+            assert_eq!(
+                String::from_utf8_lossy(&got),
+                String::from_utf8_lossy(&want),
+                "{mode}: {at} from {from:?}"
+            );
+        }
+        let listed: Value =
+            serde_json::from_slice(&rbd(&c1, &["diff", &c, "--format", "json"])).unwrap();
+        let data: u64 = listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["exists"] == "true")
+            .map(|e| e["length"].as_u64().unwrap())
+            .sum();
+        let dst = format!("rbd/{img}");
+        let v = json(&expect(
+            rbdcp(d).args(["copy", &loc(&c1, &c), &loc(&c2, &dst), "--json"]),
+            0,
+        ));
+        assert_eq!(v["diff_mode"], mode, "{v}");
+        assert_eq!(v["bytes_read"].as_u64(), Some(data), "{v}");
+        assert_eq!(export(&c2, &format!("{dst}@c")), export(&c1, &c));
+        let v = json(&expect(
+            rbdcp(d).args([
+                "copy",
+                &loc(&c1, &c),
+                &loc(&c2, &format!("{dst}-w")),
+                "--whole-object",
+                "--json",
+            ]),
+            0,
+        ));
+        let whole = if features.is_none() {
+            "whole-object"
+        } else {
+            "exact"
+        };
+        assert_eq!(v["diff_mode"], whole, "{v}");
+    }
 }

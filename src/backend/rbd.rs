@@ -98,9 +98,26 @@ pub struct RbdSource {
     label: String,
     stat: Stat,
     base: Option<String>,
-    whole_object: bool,
+    mode: Mode,
     identity: Vec<(String, String)>,
 }
+
+/// How a source lists what changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Changed objects from the fast-diff map, then the exact extents inside each: the
+    /// extents of `rbd diff`, at a cost that follows the changes, not the image size.
+    FastExact,
+    /// `rbd diff`'s own listing, which visits every object (no valid fast-diff map, or
+    /// fancy striping, where an object is not one range of the image).
+    Exact,
+    /// Whole changed objects, from the fast-diff map (`--whole-object`).
+    WholeObject,
+}
+
+/// Threads that list the exact extents of changed objects at once: each listing is a round
+/// trip to an OSD.
+const LISTERS: usize = 16;
 
 impl RbdSource {
     /// Opens `spec` for reading; with `opts.base`, its extents are those changed since that snapshot.
@@ -124,7 +141,12 @@ impl RbdSource {
         }
         // Whole-object mode is exact only with a valid fast-diff map; without one librbd
         // would scan every object anyway, so exact extents cost no more.
-        let whole_object = opts.whole_object && stat.fast_diff();
+        let plain = stat.stripe_count <= 1 || stat.stripe_unit == stat.object_size;
+        let mode = match (stat.fast_diff(), opts.whole_object) {
+            (true, true) => Mode::WholeObject,
+            (true, false) if plain => Mode::FastExact,
+            _ => Mode::Exact,
+        };
         let mut identity = vec![
             ("cluster fsid".to_owned(), pool.cluster().fsid()?),
             ("pool id".to_owned(), pool.id().to_string()),
@@ -142,18 +164,53 @@ impl RbdSource {
             label,
             stat,
             base: opts.base.clone(),
-            whole_object,
+            mode,
             identity,
         })
     }
 
-    /// The extents as librbd reports them, one per callback (what `rbd diff` prints).
+    /// The extents as librbd reports them, one per callback (what `rbd diff` prints, or
+    /// `rbd diff --whole-object`).
     pub fn diff(&self) -> Result<Vec<Extent>> {
+        let all = (0, self.stat.size);
+        match self.mode {
+            Mode::Exact => self.listing(all, false),
+            Mode::WholeObject => self.listing(all, true),
+            Mode::FastExact => {
+                let objects = self.listing(all, true)?;
+                let next = std::sync::atomic::AtomicUsize::new(0);
+                let found = Mutex::new(vec![Vec::new(); objects.len()]);
+                let failed = Mutex::new(None);
+                std::thread::scope(|s| {
+                    for _ in 0..objects.len().min(LISTERS) {
+                        s.spawn(|| loop {
+                            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            let Some(o) = objects.get(i) else { return };
+                            if failed.lock().unwrap().is_some() {
+                                return;
+                            }
+                            match self.listing((o.offset, o.len), false) {
+                                Ok(exact) => found.lock().unwrap()[i] = exact,
+                                Err(e) => *failed.lock().unwrap() = Some(e),
+                            }
+                        });
+                    }
+                });
+                if let Some(e) = failed.into_inner().unwrap() {
+                    return Err(e);
+                }
+                Ok(found.into_inner().unwrap().into_iter().flatten().collect())
+            }
+        }
+    }
+
+    /// The extents in `range`, exact or by whole objects.
+    fn listing(&self, range: (u64, u64), whole_object: bool) -> Result<Vec<Extent>> {
         let mut out = Vec::new();
         self.image.diff(
             self.base.as_deref(),
-            self.stat.size,
-            self.whole_object,
+            range,
+            whole_object,
             |offset, len, data| {
                 out.push(Extent { offset, len, data });
             },
@@ -191,6 +248,14 @@ impl ImageSource for RbdSource {
 
     fn extents(&self) -> Result<Vec<Extent>> {
         self.diff()
+    }
+
+    fn diff_mode(&self) -> Option<&'static str> {
+        Some(match self.mode {
+            Mode::FastExact => "fast-diff+exact",
+            Mode::Exact => "exact",
+            Mode::WholeObject => "whole-object",
+        })
     }
 
     fn identity(&self) -> Vec<(String, String)> {

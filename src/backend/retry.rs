@@ -135,6 +135,9 @@ impl ImageSource for Retry<dyn ImageSource> {
     fn extents(&self) -> Result<Vec<Extent>> {
         self.policy.call(|| self.inner.extents())
     }
+    fn diff_mode(&self) -> Option<&'static str> {
+        self.inner.diff_mode()
+    }
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
         self.policy.call(|| self.inner.read_at(offset, buf))
     }

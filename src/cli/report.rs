@@ -1,14 +1,17 @@
 //! The `--json` reports: one JSON object on standard output at the end of a run.
 //!
 //! `rbdcp copy --json` (and `export-diff`, `import-diff`) prints
-//! `{"complete", "resumed_from", "bytes_skipped", "retries", "reconnects", "source",
-//! "destination", "size",
+//! `{"complete", "resumed_from", "bytes_skipped", "retries", "reconnects", "diff_mode",
+//! "source", "destination", "size",
 //! "bytes_read", "bytes_written", "bytes_zero", "extents", "chunks", "seconds",
 //! "bytes_per_second", "verified"}`: whether the destination held the result already
 //! (nothing copied); where a resumed job started (an image offset, for import-diff a stream
 //! offset; `null` when nothing was skipped) and the data bytes it did not copy again;
 //! transient errors retried; times the job connected again and resumed (after that, the
-//! byte counts are the last attempt's and `resumed_from` is where it started); bytes read from the source, written as data, and made zero
+//! byte counts are the last attempt's and `resumed_from` is where it started); how an RBD
+//! source listed what changed (`fast-diff+exact`: changed objects from its fast-diff map,
+//! then the exact extents in each; `exact`: every object visited; `whole-object`; `null`
+//! for other sources); bytes read from the source, written as data, and made zero
 //! (holes or write-zeroes); extents and chunks in the plan; wall seconds; bytes covered per
 //! second; and `verified` (`true` or `false` after `--verify`, else `null`).
 //! `rbdcp discard --json` prints `{"destination", "discarded"}`. `rbdcp verify --json` prints `{"a", "b", "size_a", "size_b", "identical",
@@ -36,6 +39,8 @@ pub struct CopyJson<'a> {
     pub retries: u64,
     /// Times the job connected again and resumed.
     pub reconnects: u32,
+    /// How an RBD source listed what changed.
+    pub diff_mode: Option<&'static str>,
     pub source: &'a str,
     pub destination: &'a str,
     pub size: u64,
@@ -59,6 +64,7 @@ impl<'a> CopyJson<'a> {
             bytes_skipped: r.bytes_skipped,
             retries,
             reconnects: outcome.reconnects,
+            diff_mode: outcome.diff_mode,
             source,
             destination,
             size: r.size,

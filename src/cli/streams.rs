@@ -8,7 +8,7 @@ use anyhow::Result;
 use rbdcp::backend::retry::Retry;
 use rbdcp::backend::stream::StreamSink;
 use rbdcp::backend::{open_source, Access, SourceOptions};
-use rbdcp::engine::{self, Options};
+use rbdcp::engine::{self, ImageSource, Options};
 use rbdcp::job::import::{import, Import};
 use rbdcp::job::Outcome;
 use rbdcp::Location;
@@ -67,6 +67,7 @@ pub(super) fn export_diff(a: ExportDiffArgs, access: &Access) -> Result<ExitCode
         .with_context(|| format!("exporting {src_loc} to {out_loc}"))?;
     let outcome = Outcome {
         report,
+        diff_mode: src.diff_mode(),
         ..Outcome::default()
     };
     finish_report(

@@ -113,6 +113,12 @@ pub trait ImageSource: Send + Sync {
     /// ranges known to be zero. Anything else reads as the base does (zeroes for a full copy).
     fn extents(&self) -> Result<Vec<Extent>>;
 
+    /// How [`ImageSource::extents`] finds them, for reports (`fast-diff+exact`, `exact`,
+    /// `whole-object`); `None` where there is no such choice.
+    fn diff_mode(&self) -> Option<&'static str> {
+        None
+    }
+
     /// Fills `buf` with the bytes at `offset`.
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<()>;
 }

@@ -114,6 +114,7 @@ fn once(job: &Copy, ctx: &Context) -> Result<Outcome> {
                 size: src.size(),
                 ..Default::default()
             },
+            diff_mode: src.diff_mode(),
             ..Outcome::default()
         });
     };
@@ -162,6 +163,7 @@ fn once(job: &Copy, ctx: &Context) -> Result<Outcome> {
     drop(dest);
     Ok(Outcome {
         report,
+        diff_mode: src.diff_mode(),
         ..Outcome::default()
     })
 }

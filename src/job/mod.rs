@@ -176,4 +176,6 @@ pub struct Outcome {
     pub mismatch: Option<String>,
     /// Times the job connected again and resumed (see [`Context::reconnecting`]).
     pub reconnects: u32,
+    /// How the source listed what changed (see [`crate::engine::ImageSource::diff_mode`]).
+    pub diff_mode: Option<&'static str>,
 }

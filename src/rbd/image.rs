@@ -542,14 +542,15 @@ impl Image {
         }
     }
 
-    /// Calls `f(offset, len, exists)` for each extent that changed since `from` (or since
-    /// creation), up to the snapshot the image is open at. Extents come in offset order;
-    /// `exists == false` means the range now reads as zeroes. With `whole_object`, extents
-    /// are whole objects (fast only with a valid fast-diff map).
+    /// Calls `f(offset, len, exists)` for each extent in `offset..offset + len` that changed
+    /// since `from` (or since creation), up to the snapshot the image is open at. Extents
+    /// come in offset order; `exists == false` means the range now reads as zeroes. With
+    /// `whole_object`, extents are whole objects (fast only with a valid fast-diff map).
+    /// Calls on one image may run from several threads at once.
     pub fn diff(
         &self,
         from: Option<&str>,
-        size: u64,
+        (offset, len): (u64, u64),
         whole_object: bool,
         mut f: impl FnMut(u64, u64, bool),
     ) -> Result<()> {
@@ -583,8 +584,8 @@ impl Image {
             sys::rbd_diff_iterate2(
                 self.handle,
                 from_ptr,
-                0,
-                size,
+                offset,
+                len,
                 1,
                 u8::from(whole_object),
                 Some(callback),
