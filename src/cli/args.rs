@@ -113,6 +113,17 @@ pub struct LimitArgs {
     /// Limit the chunk operations per second (a read with its write, or a zeroing).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub iops_limit: Option<u64>,
+    /// Limit the bytes of chunks being read or written at once (at least 1M), which bounds
+    /// the memory a run uses; more workers than fit share it.
+    #[arg(long, value_name = "SIZE", default_value = "24M", value_parser = in_flight)]
+    pub max_in_flight: u64,
+}
+
+fn in_flight(s: &str) -> Result<u64, String> {
+    match nonzero_size(s)? {
+        n if n < 1 << 20 => Err("must be at least 1M".into()),
+        n => Ok(n),
+    }
 }
 
 /// Reporting flags.
@@ -185,7 +196,7 @@ pub struct ImportDiffArgs {
 /// How many workers and how big a chunk.
 #[derive(Debug, Args)]
 pub struct Workers {
-    /// Workers, each with one chunk in flight [default: enough to keep 64 MiB in flight, 16 for 4 MiB chunks].
+    /// Workers, each with one chunk in flight [default: enough to fill --max-in-flight, 6 for 4 MiB chunks and 24M; at least 4, at most 64].
     #[arg(short = 'j', long = "jobs", value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub jobs: Option<u16>,
     /// Bytes per chunk, from 4K to 1G; rounded up to a multiple of the image's object size.

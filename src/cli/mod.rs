@@ -15,7 +15,7 @@ use anyhow::{Context as _, Result};
 use rbdcp::backend::retry::{Policy, Retry};
 use rbdcp::backend::{open_source, Access, SourceOptions};
 use rbdcp::engine::{
-    compare_with, default_jobs, Comparison, ImageSource, Limits, Sample, Scan, Throttle,
+    compare_with, default_jobs, Buffers, Comparison, ImageSource, Limits, Sample, Scan, Throttle,
     DEFAULT_EVERY,
 };
 use rbdcp::job::{self, Context, Outcome};
@@ -161,12 +161,12 @@ fn context(
             ..Policy::default()
         },
         cancel,
+        buffers: Arc::new(Buffers::new(limits.max_in_flight)),
         bars: Box::new(move |label| progress::pick(bars, label)),
         checkpoint_every: resume.map_or(DEFAULT_EVERY, |r| {
             Duration::from_secs_f64(r.checkpoint_interval)
         }),
         restart: resume.is_some_and(|r| r.restart),
-        ..Context::default()
     }
 }
 
@@ -331,6 +331,7 @@ fn verify(a: VerifyArgs, access: &Access) -> Result<ExitCode> {
     }
     let scan = Scan {
         jobs: jobs(&a.workers),
+        budget: a.limits.max_in_flight,
         chunk: a.workers.chunk_size,
         sample,
     };

@@ -43,12 +43,9 @@ impl Task for Piece {
     }
 }
 
-/// Bytes of pieces that may be held in memory at once (read and not yet written).
-pub const APPLY_IN_FLIGHT: u64 = 64 << 20;
-
 /// The writes [`apply`] keeps in flight by default: pieces are often small (a diff's records
 /// average a few hundred KiB), so many must be in flight to cover a distant destination's
-/// round trips; [`APPLY_IN_FLIGHT`] bounds their memory. On an asynchronous sink they cost no
+/// round trips; the run's budget of bytes in flight ([`super::Buffers`]) bounds their memory. On an asynchronous sink they cost no
 /// threads. 5 ms away, 512 imported 1 GiB in 1.29 s, 256 in 1.36 s, 128 in 1.71 s and 64 in
 /// 2.58 s (`bench/diff.py`, 180 KiB records on average); on loopback 64 to 512 were level.
 pub const APPLY_JOBS: usize = 512;
@@ -57,7 +54,7 @@ pub const APPLY_JOBS: usize = 512;
 const BLOCKING_JOBS: usize = 128;
 
 /// Resizes `dst` to `size`, writes every piece (in any order: pieces must not overlap) and
-/// finishes `dst`. At most [`APPLY_IN_FLIGHT`] bytes of pieces wait in memory. An error from
+/// finishes `dst`. At most the budget of `opts.buffers` in bytes of pieces wait in memory. An error from
 /// `pieces` (a bad stream) stops the job before anything after it is written, and `dst` is
 /// not finished.
 pub fn apply<I, C>(
@@ -78,7 +75,7 @@ where
     let counts = Counts::default();
     let cancel = opts.cancel.as_deref();
     let flight = Flight::new(
-        APPLY_IN_FLIGHT,
+        opts.buffers.limit(),
         opts.jobs,
         &opts.buffers,
         opts.start,

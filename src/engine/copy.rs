@@ -30,7 +30,8 @@ pub struct Options {
     /// Keep every chunk's crc32 in [`Report::sums`], for verifying the copy afterwards. Off,
     /// memory does not grow with the image size.
     pub keep_sums: bool,
-    /// Where buffers of written chunks go for reuse (shared with a stream's reader).
+    /// The budget of bytes in flight, and where buffers of written chunks go for reuse
+    /// (shared with a stream's reader, and by the jobs of a run).
     pub buffers: Arc<Buffers>,
     /// Where the job resumes: everything below it is on the destination already, so
     /// chunks that start below it are skipped. An offset a checkpoint recorded for the
@@ -69,10 +70,10 @@ pub const DEFAULT_STALL: Duration = Duration::from_secs(600);
 /// The default chunk size, 4 MiB: the default RBD object size.
 pub const DEFAULT_CHUNK: u64 = 4 << 20;
 
-/// Bytes the default worker count keeps in flight. Copying is bound by I/O latency, not by
-/// cores: a destination 5 ms away at 500 MiB/s needs about 2.5 MiB in flight per 5 ms of
-/// round trip, and a whole 4 MiB object per worker keeps far more than that moving.
-pub const DEFAULT_IN_FLIGHT: u64 = 64 << 20;
+/// The default budget of bytes in flight (`--max-in-flight`), and what the default worker
+/// count is made from. Copying is bound by I/O latency, not by cores: a destination 5 ms
+/// away at 500 MiB/s needs about 2.5 MiB in flight per 5 ms of round trip.
+pub const DEFAULT_IN_FLIGHT: u64 = 24 << 20;
 
 /// Workers to keep [`DEFAULT_IN_FLIGHT`] bytes in flight with chunks of `chunk_size`
 /// (16 for 4 MiB chunks), between 4 and 64.
@@ -166,7 +167,7 @@ pub fn copy<C: Pace>(
     let result = if dst.ordered() {
         let cancel = opts.cancel.as_deref();
         run(
-            opts.jobs,
+            opts.buffers.workers(opts.jobs, chunk),
             size,
             chunks.map(Ok),
             cancel,
@@ -245,7 +246,7 @@ fn copy_window<C: Pace>(
 ) -> Result<()> {
     let depth = 2 * opts.jobs.max(1);
     let flight = Flight::new(
-        depth as u64 * chunk,
+        opts.buffers.limit().min(depth as u64 * chunk),
         depth,
         &opts.buffers,
         opts.start,

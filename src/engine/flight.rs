@@ -17,18 +17,47 @@ use crate::error::{Error, Result};
 /// Called once with the outcome of an asynchronous write.
 pub type Done = Box<dyn FnOnce(Result<()>) + Send>;
 
-/// Bytes of spare buffers [`Buffers`] keeps at most.
-const SPARE_BYTES: usize = 128 << 20;
-
-/// Spare byte buffers: given back when a write lands, taken for the next read. Big buffers
-/// freed and allocated afresh cost more than the copy itself: the allocator hands them back
-/// to the kernel, which then faults in and clears new pages for every chunk.
-#[derive(Debug, Default)]
+/// The bytes in flight of a run, and its spare byte buffers.
+///
+/// Its limit is the one memory budget the jobs of a run share (`--max-in-flight`): a
+/// window holds at most that many bytes of chunks being read or written, workers that
+/// each hold a buffer are at most as many as fit in it, and no more spare bytes are kept.
+///
+/// Spare buffers are given back when a write lands and taken for the next read. Big
+/// buffers freed and allocated afresh cost more than the copy itself: the allocator hands
+/// them back to the kernel, which then faults in and clears new pages for every chunk.
+#[derive(Debug)]
 pub struct Buffers {
+    limit: u64,
     spare: Mutex<Vec<Vec<u8>>>,
 }
 
+impl Default for Buffers {
+    fn default() -> Self {
+        Buffers::new(super::DEFAULT_IN_FLIGHT)
+    }
+}
+
 impl Buffers {
+    /// A budget of `limit` bytes in flight (at least 1 MiB).
+    pub fn new(limit: u64) -> Buffers {
+        Buffers {
+            limit: limit.max(1 << 20),
+            spare: Mutex::default(),
+        }
+    }
+
+    /// The bytes a run may hold in flight.
+    pub fn limit(&self) -> u64 {
+        self.limit
+    }
+
+    /// How many of `jobs` workers that each hold `each` bytes fit in the budget (at least 1).
+    pub fn workers(&self, jobs: usize, each: u64) -> usize {
+        let fit = (self.limit / each.max(1)).max(1);
+        jobs.clamp(1, usize::try_from(fit).unwrap_or(usize::MAX))
+    }
+
     /// A buffer with room for `len` bytes (up to 64 MiB: a length read from a stream may be
     /// wrong), holding whatever it held before: the smallest spare one that fits, else a new,
     /// empty one rounded up to a power of two so that it fits later requests too.
@@ -48,7 +77,7 @@ impl Buffers {
     pub fn give(&self, buf: Vec<u8>) {
         let mut spare = self.spare.lock().unwrap();
         let kept: usize = spare.iter().map(Vec::capacity).sum();
-        if buf.capacity() > 0 && kept + buf.capacity() <= SPARE_BYTES {
+        if buf.capacity() > 0 && (kept + buf.capacity()) as u64 <= self.limit {
             spare.push(buf);
         }
     }

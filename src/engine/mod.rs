@@ -11,7 +11,7 @@ mod run;
 mod throttle;
 mod verify;
 
-pub use apply::{apply, Piece, APPLY_IN_FLIGHT, APPLY_JOBS};
+pub use apply::{apply, Piece, APPLY_JOBS};
 pub use checkpoint::{Checkpoint, Hook, DEFAULT_EVERY};
 pub use copy::{
     copy, default_jobs, Options, Report, Sum, DEFAULT_CHUNK, DEFAULT_IN_FLIGHT, DEFAULT_STALL,

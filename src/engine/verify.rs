@@ -66,8 +66,11 @@ impl Diffs {
 /// How [`compare_with`] reads two images.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Scan {
-    /// Workers, each comparing one chunk at a time.
+    /// Workers, each comparing one chunk at a time (as many as `budget` holds: each holds a
+    /// chunk of both images).
     pub jobs: usize,
+    /// Bytes in flight at most.
+    pub budget: u64,
     /// The chunk size asked for, rounded as [`chunk_size`] does.
     pub chunk: u64,
     /// Compare only a seeded share of the chunks; `None`: every one.
@@ -84,6 +87,7 @@ pub fn compare(
 ) -> Result<Comparison> {
     let scan = Scan {
         jobs,
+        budget: super::DEFAULT_IN_FLIGHT,
         chunk,
         sample: None,
     };
@@ -113,7 +117,8 @@ pub fn compare_with<C: Pace>(
     let bytes = AtomicU64::new(0);
     progress.start(sample::pick(&plan, scan.sample).map(|c| c.len).sum());
     let result = run(
-        scan.jobs,
+        scan.jobs
+            .clamp(1, (scan.budget / (2 * chunk).max(1)).max(1) as usize),
         size,
         sample::pick(&plan, scan.sample).map(Ok),
         None,
@@ -204,6 +209,7 @@ mod tests {
     fn scan(chunk: u64, sample: Option<(f64, u64)>) -> Scan {
         Scan {
             jobs: 4,
+            budget: 64 << 20,
             chunk,
             sample: sample.map(|(percent, seed)| Sample { percent, seed }),
         }

@@ -182,6 +182,7 @@ fn verify(
     };
     let image = ctx.retried_source(open_source(dst, &opts)?);
     let bar = (ctx.bars)("verify");
+    let jobs = ctx.buffers.workers(jobs, job.chunk_size);
     let c = check_sums(&image, &report.sums, jobs, bar.as_ref())?;
     if image.size() != report.size {
         return Ok(Some(format!(

@@ -35,7 +35,8 @@ pub struct Context {
     pub throttle: Throttle,
     /// Turned true (by a signal handler) to stop every job cleanly.
     pub cancel: Arc<AtomicBool>,
-    /// Buffers reused between chunks.
+    /// The budget of bytes in flight every job shares (`--max-in-flight`), and the
+    /// buffers reused between chunks.
     pub buffers: Arc<Buffers>,
     /// Progress displays.
     pub bars: Box<Bars>,
