@@ -9,6 +9,7 @@ pub mod sidecar;
 pub mod stage;
 pub mod stream;
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::engine::{ImageSink, ImageSource, Layout};
@@ -150,22 +151,50 @@ impl Dest {
 /// Opens `loc` for a job: takes its lock or lease (or fails with [`Error::Busy`]), finds
 /// what an earlier run left there, and opens or creates it as `opts` says.
 pub fn open_dest(loc: &Location, opts: &SinkOptions) -> Result<Dest> {
+    prepare_dest(loc, &opts.access)?.open(opts)
+}
+
+/// A destination held for a job (its lock or lease taken, an RBD image's staged and
+/// final images open), before the source says how to write it: a job prepares it while
+/// it opens the source.
+pub enum Prepared {
+    /// A file or device, its lock taken.
+    Path(PathBuf, stage::Names, stage::Lock),
+    /// An RBD image.
+    Rbd(Box<rbd::Prepared>),
+}
+
+/// Takes `loc`'s lock or lease (or fails with [`Error::Busy`]) and opens what is there.
+pub fn prepare_dest(loc: &Location, access: &Access) -> Result<Prepared> {
     match loc {
         Location::Path(path) => {
             let label = path.display().to_string();
             let names = stage::Names::of(path);
             let lock = stage::Lock::take(&names, &label)?;
-            let (sink, found) = file::FileSink::open(path, &names, opts)?;
-            let store = stage::FileStore::new(&names, &label);
-            Ok(Dest::new(
-                Arc::new(sink),
-                Arc::new(store),
-                found,
-                Arc::new(lock),
-            ))
+            Ok(Prepared::Path(path.clone(), names, lock))
         }
-        Location::Rbd(spec) => rbd::open_dest(spec, opts),
+        Location::Rbd(spec) => Ok(Prepared::Rbd(Box::new(rbd::prepare(spec, access)?))),
         Location::Stdio => Err(no_stream()),
+    }
+}
+
+impl Prepared {
+    /// Finds what an earlier run left and opens or creates the destination as `opts` says.
+    pub fn open(self, opts: &SinkOptions) -> Result<Dest> {
+        match self {
+            Prepared::Path(path, names, lock) => {
+                let label = path.display().to_string();
+                let (sink, found) = file::FileSink::open(&path, &names, opts)?;
+                let store = stage::FileStore::new(&names, &label);
+                Ok(Dest::new(
+                    Arc::new(sink),
+                    Arc::new(store),
+                    found,
+                    Arc::new(lock),
+                ))
+            }
+            Prepared::Rbd(p) => p.open(opts),
+        }
     }
 }
 

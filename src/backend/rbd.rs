@@ -281,79 +281,124 @@ fn provenance_key(snap: &str) -> String {
 /// `IMAGE.rbdcp-partial` with its record, a record in the image itself, or the finished
 /// snapshot), and opens or creates the image to write as `opts` says.
 pub fn open_dest(spec: &RbdSpec, opts: &SinkOptions) -> Result<Dest> {
+    prepare(spec, &opts.access)?.open(opts)
+}
+
+/// A destination whose lease is taken and whose images (staged and final) are open: what
+/// needs no word from the source, so a job does it while it opens the source.
+pub struct Prepared {
+    spec: RbdSpec,
+    label: String,
+    pool: Arc<Pool>,
+    lease: Lease,
+    staged: Option<Image>,
+    target: Option<Image>,
+}
+
+/// Takes `spec`'s lease and opens what is there (see [`Prepared`]).
+pub fn prepare(spec: &RbdSpec, access: &Access) -> Result<Prepared> {
     let spec = spec.head();
     let label = spec.to_string();
-    let pool = pool(&spec, &opts.access)?;
+    let pool = pool(&spec, access)?;
     let lease = Lease::take(&pool, &spec.image, &label)?;
     let staged_name = format!("{}{STAGED}", spec.image);
-    let mut staged = open_existing(&pool, &staged_name, &label)?;
-    let mut target = open_existing(&pool, &spec.image, &label)?;
+    // Both opens at once: each is several round trips.
+    let (staged, target) = std::thread::scope(|s| {
+        let staged = s.spawn(|| open_existing(&pool, &staged_name, &label));
+        let target = open_existing(&pool, &spec.image, &label);
+        (staged.join().expect("an open does not panic"), target)
+    });
+    let (staged, target) = (staged?, target?);
     for image in staged.iter().chain(&target) {
         release_dead(image, &lease)?;
     }
-    if opts.restart {
-        if staged.take().is_some() {
+    Ok(Prepared {
+        spec,
+        label,
+        pool,
+        lease,
+        staged,
+        target,
+    })
+}
+
+impl Prepared {
+    /// Finds what an earlier run left and opens or creates the image to write, as `opts`
+    /// says.
+    pub fn open(self, opts: &SinkOptions) -> Result<Dest> {
+        let Prepared {
+            spec,
+            label,
+            pool,
+            lease,
+            mut staged,
+            mut target,
+        } = self;
+        let staged_name = format!("{}{STAGED}", spec.image);
+        if opts.restart {
+            if staged.take().is_some() {
+                Image::remove(&pool, &staged_name, &label)?;
+            }
+            if let Some(image) = &target {
+                image.meta_remove(RECORD_KEY)?;
+            }
+        }
+        if let Some(image) = staged.take() {
+            if image.meta_get(RECORD_KEY)?.is_some() {
+                let sink = RbdSink::new(image, pool, &spec, Some(staged_name), opts)?;
+                return Ok(dest(sink, Found::Staged, lease));
+            }
+            // Created by a run killed before its first record: nothing in it counts.
+            drop(image);
             Image::remove(&pool, &staged_name, &label)?;
         }
-        if let Some(image) = &target {
-            image.meta_remove(RECORD_KEY)?;
-        }
-    }
-    if let Some(image) = staged.take() {
-        if image.meta_get(RECORD_KEY)?.is_some() {
-            let sink = RbdSink::new(image, pool, &spec, Some(staged_name), opts)?;
-            return Ok(dest(sink, Found::Staged, lease));
-        }
-        // Created by a run killed before its first record: nothing in it counts.
-        drop(image);
-        Image::remove(&pool, &staged_name, &label)?;
-    }
-    if let (Some(image), Some(snap)) = (&target, &opts.snap) {
-        if image.snap_exists(snap)? {
-            let made = image.meta_get(&provenance_key(snap))?;
-            if made.is_some() && made == opts.provenance {
-                let image = target.take().expect("checked above");
-                let sink = RbdSink::new(image, pool, &spec, None, opts)?;
-                return Ok(dest(sink, Found::Complete, lease));
-            }
-            return Err(Error::SnapExists {
-                image: label,
-                snap: snap.clone(),
-            });
-        }
-    }
-    let recorded = match &target {
-        Some(image) => image.meta_get(RECORD_KEY)?.is_some(),
-        None => false,
-    };
-    let (image, temp, found) = match (target, &opts.base) {
-        (Some(image), _) if recorded => (image, None, Found::Recorded),
-        (None, Some(base)) => {
-            return Err(Error::Unsupported(format!(
-                "{label} does not exist; an incremental copy (--from-snap {base}) needs it to hold snapshot {base:?}"
-            )));
-        }
-        (Some(image), Some(base)) => {
-            if !image.snap_exists(base)? {
-                return Err(Error::NoSnap {
+        if let (Some(image), Some(snap)) = (&target, &opts.snap) {
+            if image.snap_exists(snap)? {
+                let made = image.meta_get(&provenance_key(snap))?;
+                if made.is_some() && made == opts.provenance {
+                    let image = target.take().expect("checked above");
+                    let sink = RbdSink::new(image, pool, &spec, None, opts)?;
+                    return Ok(dest(sink, Found::Complete, lease));
+                }
+                return Err(Error::SnapExists {
                     image: label,
-                    snap: base.clone(),
+                    snap: snap.clone(),
                 });
             }
-            (image, None, Found::Fresh)
         }
-        (Some(_), None) if !opts.overwrite && !opts.update => {
-            return Err(Error::Exists { image: label })
-        }
-        (Some(image), None) => (image, None, Found::Fresh),
-        (None, None) => {
-            create(&pool, &staged_name, opts, &label)?;
-            let image = Image::open(&pool, &staged_name, &label)?;
-            (image, Some(staged_name), Found::Fresh)
-        }
-    };
-    let sink = RbdSink::new(image, pool, &spec, temp, opts)?;
-    Ok(dest(sink, found, lease))
+        let recorded = match &target {
+            Some(image) => image.meta_get(RECORD_KEY)?.is_some(),
+            None => false,
+        };
+        let (image, temp, found) = match (target, &opts.base) {
+            (Some(image), _) if recorded => (image, None, Found::Recorded),
+            (None, Some(base)) => {
+                return Err(Error::Unsupported(format!(
+                    "{label} does not exist; an incremental copy (--from-snap {base}) needs it to hold snapshot {base:?}"
+                )));
+            }
+            (Some(image), Some(base)) => {
+                if !image.snap_exists(base)? {
+                    return Err(Error::NoSnap {
+                        image: label,
+                        snap: base.clone(),
+                    });
+                }
+                (image, None, Found::Fresh)
+            }
+            (Some(_), None) if !opts.overwrite && !opts.update => {
+                return Err(Error::Exists { image: label })
+            }
+            (Some(image), None) => (image, None, Found::Fresh),
+            (None, None) => {
+                create(&pool, &staged_name, opts, &label)?;
+                let image = Image::open(&pool, &staged_name, &label)?;
+                (image, Some(staged_name), Found::Fresh)
+            }
+        };
+        let sink = RbdSink::new(image, pool, &spec, temp, opts)?;
+        Ok(dest(sink, found, lease))
+    }
 }
 
 /// Breaks the image lock a dead rbdcp (whose lease `lease` broke) left on `image`, so

@@ -2,7 +2,7 @@
 //!
 //! `rbdcp copy --json` (and `export-diff`, `import-diff`) prints
 //! `{"complete", "resumed_from", "bytes_skipped", "retries", "reconnects", "diff_mode",
-//! "source", "destination", "size",
+//! "setup_seconds", "source", "destination", "size",
 //! "bytes_read", "bytes_written", "bytes_zero", "extents", "chunks", "seconds",
 //! "bytes_per_second", "verified"}`: whether the destination held the result already
 //! (nothing copied); where a resumed job started (an image offset, for import-diff a stream
@@ -11,7 +11,8 @@
 //! byte counts are the last attempt's and `resumed_from` is where it started); how an RBD
 //! source listed what changed (`fast-diff+exact`: changed objects from its fast-diff map,
 //! then the exact extents in each; `exact`: every object visited; `whole-object`; `null`
-//! for other sources); bytes read from the source, written as data, and made zero
+//! for other sources); the seconds until both sides were open and checked (copy only,
+//! else 0); bytes read from the source, written as data, and made zero
 //! (holes or write-zeroes); extents and chunks in the plan; wall seconds; bytes covered per
 //! second; and `verified` (`true` or `false` after `--verify`, else `null`).
 //! `rbdcp discard --json` prints `{"destination", "discarded"}`. `rbdcp verify --json` prints `{"a", "b", "size_a", "size_b", "identical",
@@ -41,6 +42,8 @@ pub struct CopyJson<'a> {
     pub reconnects: u32,
     /// How an RBD source listed what changed.
     pub diff_mode: Option<&'static str>,
+    /// Seconds until both sides were open and checked.
+    pub setup_seconds: f64,
     pub source: &'a str,
     pub destination: &'a str,
     pub size: u64,
@@ -65,6 +68,7 @@ impl<'a> CopyJson<'a> {
             retries,
             reconnects: outcome.reconnects,
             diff_mode: outcome.diff_mode,
+            setup_seconds: outcome.setup_seconds,
             source,
             destination,
             size: r.size,

@@ -51,10 +51,15 @@ struct Tick {
     stopped: bool,
     /// The highest mark saved.
     saved: u64,
+    /// A tick saved a record.
+    recorded: bool,
 }
 
 /// Runs `body` (which fills and drains `flight`) while a thread checkpoints every
-/// `opts.checkpoint_every`; then, if all went well, checkpoints the final watermark. After
+/// `opts.checkpoint_every`; then, if all went well and a record exists (this run saved one,
+/// or it resumed from one), checkpoints the final watermark: a job shorter than one
+/// interval keeps none, which saves its round trips, and a kill before its end redoes at
+/// most that interval. After
 /// a failure the watermark reached is still saved, as far as the destination lets it be,
 /// so a rerun redoes little; but not when requests were abandoned in flight, since
 /// making them durable would wait for them. The ticker runs on a thread of its own, and
@@ -100,7 +105,7 @@ pub(crate) fn every(
         t = ticker.changed.wait_timeout(t, left).unwrap().0;
     }
     let mut saved = t.saved;
-    let stopped = t.stopped;
+    let (stopped, recorded) = (t.stopped, t.recorded || opts.start > 0);
     drop(t);
     let mut save = || -> Result<()> {
         let mark = flight.watermark();
@@ -111,7 +116,8 @@ pub(crate) fn every(
         Ok(())
     };
     match ran {
-        Ok(()) if stopped => save(),
+        Ok(()) if stopped && recorded => save(),
+        Ok(()) if stopped => Ok(()),
         Ok(()) => Err(Error::Stalled {
             requests: 0,
             secs: opts.stall.as_secs(),
@@ -143,7 +149,10 @@ fn tick(ticker: &Ticker, flight: &Flight, hook: &dyn Checkpoint, every: Duration
         };
         t = ticker.state.lock().unwrap();
         match result {
-            Ok(()) => t.saved = t.saved.max(mark),
+            Ok(()) => {
+                t.recorded |= mark > t.saved;
+                t.saved = t.saved.max(mark);
+            }
             Err(e) => {
                 flight.fail(e);
                 break;

@@ -1,6 +1,7 @@
 //! The copy job: an image, or what changed between two snapshots, from any source to any
 //! destination, resumable, with the destination snapshot made at the end.
 
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 
 use super::record::{earlier, provenance, Record, Saver};
@@ -88,13 +89,15 @@ pub fn copy(job: &Copy, ctx: &Context) -> Result<Outcome> {
 
 /// One attempt at `job`'s copy.
 fn once(job: &Copy, ctx: &Context) -> Result<Outcome> {
+    let started = std::time::Instant::now();
     let src_snap = job.check()?;
     let src_opts = SourceOptions {
         base: job.from_snap.clone(),
         whole_object: job.whole_object,
         access: ctx.access.clone(),
     };
-    let src = ctx.retried_source(open_source(&job.src, &src_opts)?);
+    let (src, prepared) = ctx.prepare(&job.dst, || open_source(&job.src, &src_opts))?;
+    let src = ctx.retried_source(src);
     let snap = src_snap.filter(|_| job.dst_snap);
     let sink_opts = SinkOptions {
         overwrite: job.overwrite,
@@ -107,7 +110,7 @@ fn once(job: &Copy, ctx: &Context) -> Result<Outcome> {
         access: ctx.access.clone(),
         ..SinkOptions::default()
     };
-    let Some(super::Opened { dest, sink, store }) = ctx.open(&job.dst, &sink_opts)? else {
+    let Some(super::Opened { dest, sink, store }) = ctx.open(prepared, &sink_opts)? else {
         return Ok(Outcome {
             complete: true,
             report: engine::Report {
@@ -118,6 +121,7 @@ fn once(job: &Copy, ctx: &Context) -> Result<Outcome> {
             ..Outcome::default()
         });
     };
+    let setup_seconds = started.elapsed().as_secs_f64();
     let label = job.dst.to_string();
     let chunk = chunk_size(job.chunk_size, src.object_size().or(sink.object_size()));
     let mut plan = vec![
@@ -128,13 +132,15 @@ fn once(job: &Copy, ctx: &Context) -> Result<Outcome> {
         plan.push(("base snapshot".into(), base.clone()));
     }
     let mut record = Record::new("copy", src.identity(), plan);
-    if let Some(had) = earlier(dest.found, store.as_ref(), &record, &label)? {
+    let had = earlier(dest.found, store.as_ref(), &record, &label)?;
+    if let Some(had) = &had {
         record.mark = had.mark;
     }
     let saver = Arc::new(Saver {
         sink: Arc::clone(&sink),
         store: Arc::clone(&store),
         record: Mutex::new(record),
+        saved: AtomicBool::new(had.is_some()),
         hold: dest.hold(),
         stream: None,
     });
@@ -151,19 +157,20 @@ fn once(job: &Copy, ctx: &Context) -> Result<Outcome> {
         keep_sums: job.verify,
         buffers: Arc::clone(&ctx.buffers),
         start,
-        checkpoint: Some(Hook(saver)),
+        checkpoint: Some(Hook(Arc::clone(&saver) as _)),
         checkpoint_every: ctx.checkpoint_every,
         stall: ctx.stall(),
     };
     let bar = (ctx.bars)("copy");
     let report = engine::copy(&src, sink.as_ref(), &opts, &ctx.throttle, bar.as_ref())
-        .and_then(|r| store.clear().map(|()| r))
+        .and_then(|r| saver.clear().map(|()| r))
         .map_err(|e| ctx.failed(e, &dest).kept(&label))?;
     drop((sink, store));
     drop(dest);
     Ok(Outcome {
         report,
         diff_mode: src.diff_mode(),
+        setup_seconds,
         ..Outcome::default()
     })
 }

@@ -3,6 +3,7 @@
 //! input it reads the stream again and skips, without writing, what was applied.
 
 use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 
 use super::record::{earlier, provenance, Record, Saver};
@@ -39,7 +40,8 @@ pub fn import(job: &Import, ctx: &Context) -> Result<Outcome> {
 /// One attempt at `job`.
 fn once(job: &Import, ctx: &Context) -> Result<Outcome> {
     let sidecar = job.crc.as_deref().map(Sidecar::load).transpose()?;
-    let (header, pieces) = open_stream(&job.input, sidecar)?;
+    let ((header, pieces), prepared) =
+        ctx.prepare(&job.dst, || open_stream(&job.input, sidecar))?;
     let identity = vec![
         (
             "stream from".to_owned(),
@@ -63,7 +65,7 @@ fn once(job: &Import, ctx: &Context) -> Result<Outcome> {
         access: ctx.access.clone(),
         ..SinkOptions::default()
     };
-    let Some(super::Opened { dest, sink, store }) = ctx.open(&job.dst, &sink_opts)? else {
+    let Some(super::Opened { dest, sink, store }) = ctx.open(prepared, &sink_opts)? else {
         return Ok(Outcome {
             complete: true,
             ..Outcome::default()
@@ -75,7 +77,9 @@ fn once(job: &Import, ctx: &Context) -> Result<Outcome> {
         .reuse(Arc::clone(&ctx.buffers))
         .marks(Arc::clone(&marks));
     let mut record = Record::new("import-diff", identity, Vec::new());
-    if let Some(had) = earlier(dest.found, store.as_ref(), &record, &label)? {
+    let had = earlier(dest.found, store.as_ref(), &record, &label)?;
+    let recorded = had.is_some();
+    if let Some(had) = had {
         if had.mark > 0 {
             let crc = had.crc.unwrap_or_default();
             if let (Location::Path(path), Some(want)) = (&job.input, had.window) {
@@ -108,6 +112,7 @@ fn once(job: &Import, ctx: &Context) -> Result<Outcome> {
         sink: Arc::clone(&sink),
         store: Arc::clone(&store),
         record: Mutex::new(record),
+        saved: AtomicBool::new(recorded),
         hold: dest.hold(),
         stream: Some((marks, job.input.clone())),
     });
@@ -117,7 +122,7 @@ fn once(job: &Import, ctx: &Context) -> Result<Outcome> {
         cancel: Some(Arc::clone(&ctx.cancel)),
         buffers: Arc::clone(&ctx.buffers),
         start,
-        checkpoint: Some(Hook(saver)),
+        checkpoint: Some(Hook(Arc::clone(&saver) as _)),
         checkpoint_every: ctx.checkpoint_every,
         stall: ctx.stall(),
         ..Options::default()
@@ -131,7 +136,7 @@ fn once(job: &Import, ctx: &Context) -> Result<Outcome> {
         &ctx.throttle,
         bar.as_ref(),
     )
-    .and_then(|r| store.clear().map(|()| r))
+    .and_then(|r| saver.clear().map(|()| r))
     .map_err(|e| ctx.failed(e, &dest).kept(&label))?;
     if start > 0 {
         report.bytes_skipped = skipped_before;

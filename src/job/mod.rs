@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::backend::retry::{Policy, Retry};
-use crate::backend::{open_dest, Access, Dest, Found, SinkOptions, Store};
+use crate::backend::{prepare_dest, Access, Dest, Found, Prepared, SinkOptions, Store};
 use crate::engine::{
     Buffers, ImageSink, ImageSource, Progress, Report, Silent, Throttle, DEFAULT_EVERY,
 };
@@ -81,11 +81,11 @@ impl Context {
         (op * attempts + self.retry.max_wait * self.retry.retries).max(Duration::from_secs(30))
     }
 
-    /// Opens `dst` for a job (its lock or lease, what an earlier run left), its sink and
+    /// Opens `dst` for a job (what an earlier run left), its sink and
     /// store behind the retry policy; `None` when it holds the job's result already (any
     /// record left from the end of that job is dropped).
-    fn open(&self, dst: &Location, opts: &SinkOptions) -> Result<Option<Opened>> {
-        let dest = open_dest(dst, opts)?;
+    fn open(&self, dst: Prepared, opts: &SinkOptions) -> Result<Option<Opened>> {
+        let dest = dst.open(opts)?;
         let (sink, store) = self.retried(&dest);
         if dest.found == Found::Complete {
             store.clear()?;
@@ -151,6 +151,21 @@ impl Context {
         )
     }
 
+    /// Takes `dst`'s lock or lease and opens what is there, while `source` runs on this
+    /// thread (opening the source): the round trips of the two overlap.
+    fn prepare<S>(
+        &self,
+        dst: &Location,
+        source: impl FnOnce() -> Result<S>,
+    ) -> Result<(S, Prepared)> {
+        std::thread::scope(|s| {
+            let prepared = s.spawn(|| prepare_dest(dst, &self.access));
+            let source = source();
+            let prepared = prepared.join().expect("preparing does not panic");
+            Ok((source?, prepared?))
+        })
+    }
+
     /// `source` behind the retry policy.
     fn retried_source(&self, source: Box<dyn ImageSource>) -> Retry<dyn ImageSource> {
         Retry::new(Arc::from(source), self.retry.clone())
@@ -179,4 +194,7 @@ pub struct Outcome {
     pub reconnects: u32,
     /// How the source listed what changed (see [`crate::engine::ImageSource::diff_mode`]).
     pub diff_mode: Option<&'static str>,
+    /// Seconds from the start of the (last) attempt until both sides were open and
+    /// checked.
+    pub setup_seconds: f64,
 }

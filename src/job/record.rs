@@ -3,6 +3,7 @@
 //! replaced whole at each checkpoint.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
@@ -150,8 +151,21 @@ pub struct Saver {
     pub record: Mutex<Record>,
     /// For a stream: the crc32s at record boundaries, and its file.
     pub stream: Option<(Marks, Location)>,
+    /// A record of this job is on the destination: this run saved one, or an earlier
+    /// run's was found.
+    pub saved: AtomicBool,
     /// The destination's lock or lease, checked before each record.
     pub hold: Arc<dyn Hold>,
+}
+
+impl Saver {
+    /// Drops the job's record at its end, if there is one (no round trip otherwise).
+    pub fn clear(&self) -> Result<()> {
+        match self.saved.load(Ordering::Relaxed) {
+            true => self.store.clear(),
+            false => Ok(()),
+        }
+    }
 }
 
 impl Checkpoint for Saver {
@@ -179,6 +193,7 @@ impl Checkpoint for Saver {
             }
         }
         self.store.save(&record.text())?;
+        self.saved.store(true, Ordering::Relaxed);
         *self.record.lock().unwrap() = record;
         fault::checkpoint();
         Ok(())
