@@ -332,7 +332,11 @@ proptest! {
         let first = if deferred { MemImage::new("a", size).deferred() } else { MemImage::new("a", size) };
         copy(&src, &first, &o, &Throttle::new(Default::default()), &Silent).unwrap();
         let marks = marks.0.lock().unwrap().clone();
-        prop_assert_eq!(marks.last().copied(), Some(size));
+        // A copy shorter than one interval records nothing (there is nothing to resume);
+        // else the last mark is the end.
+        if let Some(&last) = marks.last() {
+            prop_assert_eq!(last, size);
+        }
         prop_assert!(marks.windows(2).all(|w| w[0] < w[1]), "{:?}", marks);
         // Every mark is where a chunk of the plan starts or ends, so a resume from it
         // skips whole chunks.
@@ -342,7 +346,10 @@ proptest! {
         prop_assert!(marks.iter().all(|m| bounds.contains(m)), "{:?}", marks);
 
         // Resume into a destination that holds garbage below the mark: it stays untouched.
-        let start = marks[pick.index(marks.len())];
+        let start = match marks.len() {
+            0 => 0,
+            n => marks[pick.index(n)],
+        };
         let second = MemImage::new("b", size);
         second.put(0, &vec![0xEE; start as usize]);
         o.start = start;
