@@ -34,6 +34,7 @@ bench: build
 	bash bench/local.sh
 	bash scripts/with-clusters.sh python3 bench/rbd.py
 	bash scripts/with-clusters.sh python3 bench/diff.py
+	bash scripts/with-clusters.sh python3 bench/thin.py
 
 # A real copy with a progress bar, then the result.
 demo: build
