@@ -196,7 +196,7 @@ pub struct ImportDiffArgs {
 /// How many workers and how big a chunk.
 #[derive(Debug, Args)]
 pub struct Workers {
-    /// Workers, each with one chunk in flight [default: enough to fill --max-in-flight, 6 for 4 MiB chunks and 24M; at least 4, at most 64].
+    /// Workers, each with one chunk in flight [default: 16 for 4 MiB chunks (64 MiB / chunk size, at least 4, at most 64); they share --max-in-flight].
     #[arg(short = 'j', long = "jobs", value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub jobs: Option<u16>,
     /// Bytes per chunk, from 4K to 1G; rounded up to a multiple of the image's object size.
