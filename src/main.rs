@@ -4,7 +4,7 @@ mod cli;
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 
 /// jemalloc serves every allocation of the process, librados' and librbd's included: with
 /// glibc's malloc, the 4 MiB buffers that many threads allocate and free stay in per-thread
@@ -12,13 +12,29 @@ use clap::Parser;
 #[global_allocator]
 static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
+/// `rbdcp 0.1.0 (1c589d8), librbd 1.16.0, librados 3.0.0`: the versions it runs against.
+fn version() -> &'static str {
+    let (rbd, rados) = rbdcp::rbd::versions();
+    let text = format!(
+        "{} ({}), librbd {rbd}, librados {rados}",
+        env!("CARGO_PKG_VERSION"),
+        env!("RBDCP_COMMIT")
+    );
+    Box::leak(text.into_boxed_str())
+}
+
 fn main() -> ExitCode {
-    let args = cli::args::Cli::parse();
+    let matches = cli::args::Cli::command().version(version()).get_matches();
+    let args = match cli::args::Cli::from_arg_matches(&matches) {
+        Ok(args) => args,
+        Err(e) => e.exit(),
+    };
     let json = cli::wants_json(&args.command);
     match cli::run(args.command, &args.cluster) {
         Ok(code) => code,
         Err(err) => {
-            let message = format!("{err:#}");
+            let mut message = format!("{err:#}");
+            message.extend(cli::rbd_hint(&err));
             if json && err.downcast_ref::<cli::Differ>().is_none() {
                 cli::print_json_error(&message);
             }

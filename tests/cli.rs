@@ -83,6 +83,92 @@ fn help_explains_every_flag_and_the_exit_codes() {
         );
     }
     assert!(help.contains("rbd:POOL[/NAMESPACE]/IMAGE[@SNAP]"), "{help}");
+    // The command's own options come first, the connection options under their heading.
+    let (own, connection) = help.split_once("Connection options:").expect("a heading");
+    assert!(
+        own.contains("--bps-limit") && !own.contains("--keyring"),
+        "{help}"
+    );
+    for flag in ["--conf", "--id", "--keyring", "--connect-timeout"] {
+        assert!(
+            connection.contains(flag),
+            "{flag} is not a connection option: {help}"
+        );
+    }
+}
+
+#[test]
+fn version_names_the_commit_and_the_libraries() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = stdout(&expect(rbdcp(dir.path()).arg("--version"), 0));
+    // rbdcp 0.1.0 (1c589d8), librbd 1.16.0, librados 3.0.0
+    let words: Vec<&str> = text.split_whitespace().collect();
+    let dotted = |s: &str| {
+        s.trim_end_matches(',')
+            .split('.')
+            .all(|n| n.parse::<u32>().is_ok())
+    };
+    assert_eq!(words.len(), 7, "{text}");
+    assert_eq!(words[0], "rbdcp", "{text}");
+    assert_eq!(words[1], env!("CARGO_PKG_VERSION"), "{text}");
+    let commit = words[2].trim_start_matches('(').trim_end_matches("),");
+    assert!(
+        commit.len() >= 7 && commit.chars().all(|c| c.is_ascii_hexdigit()),
+        "{text}"
+    );
+    assert_eq!((words[3], words[5]), ("librbd", "librados"), "{text}");
+    assert!(dotted(words[4]) && dotted(words[6]), "{text}");
+}
+
+#[test]
+fn completions_and_man_pages_come_from_the_command_line_definition() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    for shell in ["bash", "zsh", "fish"] {
+        let script = stdout(&expect(rbdcp(d).args(["completions", shell]), 0));
+        for word in ["import-diff", "--max-in-flight", "--from-snap"] {
+            assert!(script.contains(word), "{shell} completions lack {word}");
+        }
+    }
+    expect(rbdcp(d).args(["man", "pages"]), 0);
+    for cmd in [
+        "copy",
+        "diff",
+        "verify",
+        "export-diff",
+        "import-diff",
+        "discard",
+    ] {
+        let page = std::fs::read_to_string(d.join(format!("pages/rbdcp-{cmd}.1"))).unwrap();
+        assert!(
+            page.contains(&format!(".TH rbdcp-{cmd} 1")),
+            "{cmd}: {page}"
+        );
+        assert!(
+            page.contains("Exit status"),
+            "rbdcp-{cmd}(1) lacks the exit codes"
+        );
+        assert!(page.contains("Examples"), "rbdcp-{cmd}(1) lacks examples");
+    }
+    let top = std::fs::read_to_string(d.join("pages/rbdcp.1")).unwrap();
+    assert!(
+        top.contains(".TH rbdcp 1") && top.contains("import"),
+        "{top}"
+    );
+}
+
+#[test]
+fn a_missing_path_that_reads_like_an_rbd_image_says_how_to_name_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = expect(
+        rbdcp(dir.path()).args(["copy", "rbd/vm@s1", "backup/vm"]),
+        1,
+    );
+    assert!(
+        stderr(&out).contains("an RBD image is written rbd:rbd/vm@s1"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]

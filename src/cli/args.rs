@@ -16,7 +16,13 @@ Sizes and rates: 4096, 4K, 4M, 1G, 200MiB, 1.5GiB (K, M, G, T are powers of 1024
 Exit status: 0 done (or nothing left to do); 1 the job failed (or the images differ), a retry
 may help: a rerun of the same command resumes it; 2 usage, configuration or permission error,
 do not retry; 3 refused until an operator decides (a progress record made for another source);
-4 busy: another run holds the destination; 130/143 stopped by SIGINT/SIGTERM (resumable).";
+4 busy: another run holds the destination; 130/143 stopped by SIGINT/SIGTERM (resumable).
+
+Examples:
+  rbdcp copy rbd:rbd/vm@s1 rbd:rbd/vm:conf=/etc/ceph/backup.conf
+  rbdcp copy rbd:rbd/vm@s2 rbd:rbd/vm:conf=/etc/ceph/backup.conf --from-snap s1
+  rbdcp export-diff rbd:rbd/vm@s2 vm-s2.diff --from-snap s1
+  rbdcp verify rbd:rbd/vm@s2 rbd:rbd/vm@s2:conf=/etc/ceph/backup.conf --sample 5";
 
 /// Copies RBD and raw block-device images fast: in parallel, sparse, under bandwidth and IOPS limits.
 #[derive(Debug, Parser)]
@@ -31,6 +37,7 @@ pub struct Cli {
 
 /// How to reach a Ceph cluster, for `rbd:` locations that do not say (as the `rbd` command takes them).
 #[derive(Debug, Args)]
+#[command(next_help_heading = "Connection options")]
 pub struct ClusterArgs {
     /// Ceph conf file for rbd: locations without :conf= [default: Ceph's search path, /etc/ceph/ceph.conf].
     #[arg(short = 'c', long = "conf", value_name = "PATH", global = true)]
@@ -92,6 +99,27 @@ pub enum Command {
     /// Remove what an interrupted run staged for DST (a staged image or file) and its progress record; nothing else.
     #[command(after_help = AFTER_HELP)]
     Discard(DiscardArgs),
+    /// Print a completion script for SHELL on standard output (e.g. `rbdcp completions bash > /etc/bash_completion.d/rbdcp`).
+    Completions(CompletionsArgs),
+    /// Write the man pages, rbdcp(1) and one per command (rbdcp-copy(1), ...), into DIR.
+    #[command(hide = true)]
+    Man(ManArgs),
+}
+
+/// `rbdcp completions`.
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell.
+    #[arg(value_name = "SHELL", value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+/// `rbdcp man`.
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// Where the pages go (created if missing).
+    #[arg(value_name = "DIR")]
+    pub dir: PathBuf,
 }
 
 /// `rbdcp discard`.

@@ -12,6 +12,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
+use clap::CommandFactory;
 use rbdcp::backend::retry::{Policy, Retry};
 use rbdcp::backend::{open_source, Access, SourceOptions};
 use rbdcp::engine::{
@@ -51,6 +52,12 @@ pub fn run(command: Command, cluster: &ClusterArgs) -> Result<ExitCode> {
         Command::ExportDiff(a) => streams::export_diff(a, &access),
         Command::ImportDiff(a) => streams::import_diff(a, &access),
         Command::Discard(a) => discard(a, &access),
+        Command::Completions(a) => {
+            let mut cmd = args::Cli::command();
+            clap_complete::generate(a.shell, &mut cmd, "rbdcp", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Man(a) => man(&a.dir),
     }
 }
 
@@ -74,6 +81,45 @@ fn source_opts(access: &Access) -> SourceOptions {
     }
 }
 
+/// Writes rbdcp(1) and one page per command into `dir`, from the same definition as
+/// `--help`.
+fn man(dir: &std::path::Path) -> Result<ExitCode> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let root = args::Cli::command().version(env!("CARGO_PKG_VERSION"));
+    let mut pages = vec![("rbdcp".to_owned(), root.clone())];
+    for sub in root.get_subcommands().filter(|s| !s.is_hide_set()) {
+        let name = format!("rbdcp-{}", sub.get_name());
+        let page = sub.clone().name(&*Box::leak(name.clone().into_boxed_str()));
+        pages.push((name, page.version(env!("CARGO_PKG_VERSION"))));
+    }
+    for (name, cmd) in pages {
+        let path = dir.join(format!("{name}.1"));
+        let mut out = Vec::new();
+        clap_mangen::Man::new(cmd).render(&mut out)?;
+        std::fs::write(&path, out).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// For a local path that does not exist but reads like `POOL/IMAGE[@SNAP]` (the `rbd`
+/// command's habit), what the user probably meant.
+pub fn rbd_hint(err: &anyhow::Error) -> Option<String> {
+    let Some(rbdcp::Error::Open { image, err, .. }) =
+        err.downcast_ref::<rbdcp::Error>().map(|e| e.root())
+    else {
+        return None;
+    };
+    if err.kind() != std::io::ErrorKind::NotFound || std::path::Path::new(image).exists() {
+        return None;
+    }
+    let (pool, rest) = image.split_once('/')?;
+    let name = rest.split('@').next().unwrap_or_default();
+    let plain = |s: &str| !s.is_empty() && s != "." && s != "..";
+    (plain(pool) && plain(name) && !rest.contains('/')).then(|| {
+        format!(" (an RBD image is written rbd:{image}, as in `rbdcp copy rbd:{image} ...`)")
+    })
+}
+
 /// Whether the failing command asked for a JSON report.
 pub fn wants_json(command: &Command) -> bool {
     match command {
@@ -83,6 +129,7 @@ pub fn wants_json(command: &Command) -> bool {
         Command::ExportDiff(a) => a.output.json,
         Command::ImportDiff(a) => a.output.json,
         Command::Discard(a) => a.output.json,
+        Command::Completions(_) | Command::Man(_) => false,
     }
 }
 

@@ -14,6 +14,8 @@ pub use image::{CreateOptions, Image, Stat};
 pub use lease::{Holder, Lease};
 
 use std::ffi::CString;
+
+use librbd_sys as sys;
 use std::io;
 
 use crate::error::{Error, Result};
@@ -45,6 +47,18 @@ fn full(ret: i64, image: &str) -> Option<Error> {
 /// The `io::Error` of a negative errno return.
 fn errno(ret: i64) -> io::Error {
     io::Error::from_raw_os_error(ret.unsigned_abs().min(i32::MAX as u64) as i32)
+}
+
+/// The versions of the librbd and librados this process runs against, as
+/// `MAJOR.MINOR.EXTRA` each.
+pub fn versions() -> (String, String) {
+    let (mut a, mut b, mut c) = (0, 0, 0);
+    // SAFETY: the three pointers are valid for writes for the call.
+    unsafe { sys::rbd_version(&mut a, &mut b, &mut c) };
+    let rbd = format!("{a}.{b}.{c}");
+    // SAFETY: as above.
+    unsafe { ceph::rados::rados_version(&mut a, &mut b, &mut c) };
+    (rbd, format!("{a}.{b}.{c}"))
 }
 
 /// A C string of a name; a name with a NUL byte cannot exist in Ceph.
