@@ -479,3 +479,69 @@ fn a_record_for_another_source_is_refused_with_3_until_restart() {
     assert!(util::same_bytes(&d.join("a.img"), &d.join("b.img")));
     assert_eq!(names(d), ["a.img", "b.img", "c.img"]);
 }
+
+/// Progress a log can hold: `lines` and `json` print at most one line per interval and one
+/// at the end, with bytes done, total, rate, ETA and retries.
+#[test]
+fn progress_lines_come_once_per_interval_and_at_the_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    util::sparse_file(&d.join("a.img"), 32 * M, &[(0, 6 * M as usize)]);
+    for mode in ["lines", "json"] {
+        let started = std::time::Instant::now();
+        let out = expect(
+            rbdcp(d).args([
+                "copy",
+                "a.img",
+                &format!("{mode}.img"),
+                "--bps-limit",
+                "3M",
+                "--progress",
+                mode,
+                "--progress-interval",
+                "1",
+            ]),
+            0,
+        );
+        let secs = started.elapsed().as_secs_f64();
+        let err = stderr(&out);
+        let lines: Vec<&str> = err.lines().collect();
+        assert!(!lines.is_empty(), "{mode}: no progress at all");
+        // At most one per whole second elapsed, plus the last.
+        assert!(
+            lines.len() <= secs as usize + 1,
+            "{mode}: {} lines in {secs:.1} s: {err}",
+            lines.len()
+        );
+        let last = lines.last().unwrap();
+        match mode {
+            "json" => {
+                for l in &lines {
+                    let v: Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}"));
+                    for key in [
+                        "bytes_done",
+                        "bytes_total",
+                        "bytes_per_second",
+                        "eta_seconds",
+                        "retries",
+                    ] {
+                        assert!(v.get(key).is_some(), "{l} lacks {key}");
+                    }
+                }
+                let v: Value = serde_json::from_str(last).unwrap();
+                assert_eq!(v["bytes_done"], v["bytes_total"], "{last}");
+            }
+            _ => assert!(
+                last.starts_with("rbdcp: copy: 6 MiB of 6 MiB (100%)")
+                    && last.contains("retries"),
+                "{last}"
+            ),
+        }
+    }
+    // Nothing with --no-progress.
+    let out = expect(
+        rbdcp(d).args(["copy", "a.img", "none.img", "--no-progress"]),
+        0,
+    );
+    assert_eq!(stderr(&out), "");
+}

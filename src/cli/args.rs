@@ -160,9 +160,15 @@ pub struct OutputArgs {
     /// Print one JSON object with the totals on standard output at the end.
     #[arg(long)]
     pub json: bool,
-    /// Never show the progress bar (it is shown only when standard error is a terminal).
+    /// Show no progress (the same as --progress none).
     #[arg(long)]
     pub no_progress: bool,
+    /// How progress goes to standard error: auto (a bar on a terminal, else lines), bar, lines, json (JSON Lines: bytes_done, bytes_total, bytes_per_second, eta_seconds, retries) or none.
+    #[arg(long, value_name = "MODE", value_enum, default_value = "auto")]
+    pub progress: super::progress::Mode,
+    /// Seconds between two progress lines (lines and json), at least 1.
+    #[arg(long, value_name = "SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    pub progress_interval: u64,
 }
 
 /// `rbdcp export-diff`.

@@ -81,6 +81,16 @@ fn source_opts(access: &Access) -> SourceOptions {
     }
 }
 
+/// How `out` asks for progress; `retries` counts the run's retries.
+fn shown(out: &OutputArgs, retries: &Arc<std::sync::atomic::AtomicU64>) -> progress::Shown {
+    progress::Shown::new(
+        out.progress,
+        out.no_progress,
+        out.progress_interval,
+        Arc::clone(retries),
+    )
+}
+
 /// Writes rbdcp(1) and one page per command into `dir`, from the same definition as
 /// `--help`.
 fn man(dir: &std::path::Path) -> Result<ExitCode> {
@@ -197,7 +207,8 @@ fn context(
     out: &OutputArgs,
 ) -> Context {
     let cancel = interrupt_flag();
-    let bars = !out.no_progress;
+    let count = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let shown = shown(out, &count);
     Context {
         access: access.clone(),
         throttle: throttle(limits),
@@ -205,11 +216,12 @@ fn context(
             retries: retry.retries,
             max_wait: Duration::from_secs(retry.retry_max_wait),
             cancel: Some(Arc::clone(&cancel)),
+            count,
             ..Policy::default()
         },
         cancel,
         buffers: Arc::new(Buffers::new(limits.max_in_flight)),
-        bars: Box::new(move |label| progress::pick(bars, label)),
+        bars: Box::new(move |label| shown.pick(label)),
         checkpoint_every: resume.map_or(DEFAULT_EVERY, |r| {
             Duration::from_secs_f64(r.checkpoint_interval)
         }),
@@ -233,7 +245,7 @@ fn finish_report(
         print_json(&CopyJson::new(&from, &to, outcome, retries))?;
     } else if outcome.complete {
         eprintln!("rbdcp: {to} already holds this {done} job's result: nothing to do");
-    } else if progress::shown(!out.no_progress) {
+    } else if shown(out, &Arc::default()).bar() {
         let resumed = match r.resumed_from {
             Some(at) => format!(
                 " (resumed at {at}, {} not copied again)",
@@ -382,7 +394,7 @@ fn verify(a: VerifyArgs, access: &Access) -> Result<ExitCode> {
         chunk: a.workers.chunk_size,
         sample,
     };
-    let bar = progress::pick(!a.output.no_progress, "verify");
+    let bar = shown(&a.output, &Arc::default()).pick("verify");
     let c = compare_with(&left, &right, &scan, &throttle(&a.limits), bar.as_ref())
         .with_context(|| format!("comparing {a_loc} with {b_loc}"))?;
     let (a_name, b_name) = (a_loc.to_string(), b_loc.to_string());
