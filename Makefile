@@ -2,7 +2,7 @@
 CARGO ?= cargo
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
-.PHONY: all build deps test unit lint bench demo clean
+.PHONY: all build deps test unit lint bench demo clean deb
 
 all: build
 
@@ -14,9 +14,15 @@ build: deps
 	$(CARGO) build --release
 
 # The whole suite: unit, property, CLI and RBD tests, against two local Ceph clusters
-# started for the run and stopped afterwards, even when a test fails.
+# started for the run and stopped afterwards, even when a test fails; then the Debian
+# package, built, installed, run and removed (tests/deb.sh).
 test: deps
 	bash scripts/with-clusters.sh $(CARGO) test --workspace --all-targets
+	bash tests/deb.sh
+
+# target/debian/rbdcp_VERSION_ARCH.deb: the binary, man pages, completions and README.
+deb: deps
+	bash scripts/deb.sh
 
 # Only what needs no cluster.
 unit:
