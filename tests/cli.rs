@@ -532,8 +532,7 @@ fn progress_lines_come_once_per_interval_and_at_the_end() {
                 assert_eq!(v["bytes_done"], v["bytes_total"], "{last}");
             }
             _ => assert!(
-                last.starts_with("rbdcp: copy: 6 MiB of 6 MiB (100%)")
-                    && last.contains("retries"),
+                last.starts_with("rbdcp: copy: 6 MiB of 6 MiB (100%)") && last.contains("retries"),
                 "{last}"
             ),
         }
@@ -544,4 +543,54 @@ fn progress_lines_come_once_per_interval_and_at_the_end() {
         0,
     );
     assert_eq!(stderr(&out), "");
+}
+
+/// The README's examples on local files run as written (block devices and RBD images left
+/// out), in a directory holding `disk.img` and `backup/`.
+#[test]
+fn the_readmes_local_examples_run_as_written() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let mut in_sh = false;
+    let mut examples = Vec::new();
+    for line in readme.lines() {
+        match line {
+            "```sh" => in_sh = true,
+            "```" => in_sh = false,
+            l if in_sh
+                && l.starts_with("rbdcp ")
+                && !l.contains("rbd:")
+                && !l.contains("/dev/") =>
+            {
+                examples.push(l.to_owned())
+            }
+            _ => {}
+        }
+    }
+    assert!(examples.len() >= 2, "{examples:?}");
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    util::sparse_file(&d.join("disk.img"), 16 * M, &[(M, 2 * M as usize)]);
+    std::fs::create_dir(d.join("backup")).unwrap();
+    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_rbdcp"))
+        .parent()
+        .unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    for example in &examples {
+        let out = std::process::Command::new("bash")
+            .args(["-o", "pipefail", "-c", example])
+            .current_dir(d)
+            .env("PATH", &path)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{example}: {out:?}");
+    }
+    assert!(util::same_bytes(
+        &d.join("disk.img"),
+        &d.join("backup/disk.img")
+    ));
 }
