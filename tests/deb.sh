@@ -52,3 +52,13 @@ entry=$(sed -n 's/^ENTRYPOINT \["\([^"]*\)"\]$/\1/p' Containerfile)
 dpkg-deb -c "$deb" | awk '{print $6}' | grep -qx ".$entry" || { say "Containerfile runs $entry, which the package lacks"; exit 1; }
 grep -qx 'FROM debian:12' Containerfile || { say "Containerfile is not based on Debian 12"; exit 1; }
 say "ok: Containerfile installs $(basename "$deb") and runs $entry"
+
+# The examples run what the package and the image provide.
+for unit in examples/systemd/*.service; do
+    exe=$(sed -n 's/.*exec \(\/usr\/bin\/[a-z]*\).*/\1/p' "$unit")
+    [[ -n $exe ]] && dpkg-deb -c "$deb" | awk '{print $6}' | grep -qx ".$exe" \
+        || { say "$unit runs '$exe', which the package lacks"; exit 1; }
+done
+image=$(sed -n 's/^ *image: //p' examples/kubernetes/rbdcp-cronjob.yaml)
+[[ $image == *":$version" ]] || { say "the CronJob's image $image is not version $version"; exit 1; }
+say "ok: the systemd and Kubernetes examples use the package's $entry and version $version"
