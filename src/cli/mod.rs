@@ -394,7 +394,7 @@ fn verify(a: VerifyArgs, access: &Access) -> Result<ExitCode> {
         chunk: a.workers.chunk_size,
         sample,
     };
-    let bar = shown(&a.output, &Arc::default()).pick("verify");
+    let bar = shown(&a.output, &policy.count).pick("verify");
     let c = compare_with(&left, &right, &scan, &throttle(&a.limits), bar.as_ref())
         .with_context(|| format!("comparing {a_loc} with {b_loc}"))?;
     let (a_name, b_name) = (a_loc.to_string(), b_loc.to_string());
