@@ -387,10 +387,10 @@ mod tests {
     #[test]
     fn the_first_error_stops_new_chunks() {
         let started = AtomicU64::new(0);
-        let chunks = (0..10_000).map(|i| Ok(chunk(i * 10, 10)));
+        let chunks = (0..1_000_000).map(|i| Ok(chunk(i * 10, 10)));
         let err = run(
             4,
-            100_000,
+            10_000_000,
             chunks,
             None,
             &super::super::Silent,
@@ -413,7 +413,9 @@ mod tests {
             "{err}"
         );
         let n = started.load(Ordering::Relaxed);
-        // 51 chunks up to the failing one, plus at most a few the other workers had taken.
-        assert!(n <= 51 + 8, "{n} chunks started");
+        // 51 chunks up to the failing one, plus those the other workers took before they saw
+        // the failure: a few, or more while a loaded machine keeps the failing worker from
+        // running; never the rest of the million (a bound no scheduler can reach).
+        assert!(n < 100_000, "{n} chunks started");
     }
 }
