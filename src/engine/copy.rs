@@ -169,8 +169,11 @@ pub fn copy<C: Pace>(
     let chunks = plan.chunks().skip_while(|c| c.offset < start);
     let result = if dst.ordered() {
         let cancel = opts.cancel.as_deref();
+        // Each worker holds its chunk, and librados its own copy of the read's reply
+        // meanwhile: two chunks of the budget (an incremental export of 256 MiB in 64 KiB
+        // records peaked at 104 MiB counting one, 80 MiB counting two, as fast).
         run(
-            opts.buffers.workers(opts.jobs, chunk),
+            opts.buffers.workers(opts.jobs, 2 * chunk),
             size,
             chunks.map(Ok),
             cancel,
