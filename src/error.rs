@@ -231,13 +231,9 @@ impl Error {
     /// writes stopped answering ([`Error::Stalled`], [`Error::Abandoned`]), or the lease
     /// went unrenewed ([`Error::LeaseLost`]).
     pub fn wants_new_connection(&self) -> bool {
-        match self {
-            Error::Stalled { .. } | Error::Abandoned { .. } | Error::LeaseLost { .. } => true,
-            Error::Retried { last: e, .. } | Error::Resumable { cause: e, .. } => {
-                e.wants_new_connection()
-            }
-            e => e.errno() == Some(libc::ESHUTDOWN),
-        }
+        self.abandoned()
+            || matches!(self.root(), Error::Stalled { .. } | Error::LeaseLost { .. })
+            || self.errno() == Some(libc::ESHUTDOWN)
     }
 
     /// `self` as the error of a job whose destination `dst` keeps what was written.

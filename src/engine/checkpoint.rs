@@ -49,10 +49,8 @@ struct Tick {
     stop: bool,
     /// The ticker has stopped.
     stopped: bool,
-    /// The highest mark saved.
+    /// The highest mark saved (or resumed from): above 0 once a record exists.
     saved: u64,
-    /// A tick saved a record.
-    recorded: bool,
 }
 
 /// Runs `body` (which fills and drains `flight`) while a thread checkpoints every
@@ -105,7 +103,8 @@ pub(crate) fn every(
         t = ticker.changed.wait_timeout(t, left).unwrap().0;
     }
     let mut saved = t.saved;
-    let (stopped, recorded) = (t.stopped, t.recorded || opts.start > 0);
+    // Marks only rise from `opts.start`, and a saved one is above 0.
+    let (stopped, recorded) = (t.stopped, t.saved > 0);
     drop(t);
     let mut save = || -> Result<()> {
         let mark = flight.watermark();
@@ -149,10 +148,7 @@ fn tick(ticker: &Ticker, flight: &Flight, hook: &dyn Checkpoint, every: Duration
         };
         t = ticker.state.lock().unwrap();
         match result {
-            Ok(()) => {
-                t.recorded |= mark > t.saved;
-                t.saved = t.saved.max(mark);
-            }
+            Ok(()) => t.saved = t.saved.max(mark),
             Err(e) => {
                 flight.fail(e);
                 break;
