@@ -55,6 +55,36 @@ fn start(d: &Path, args: &[String]) -> Child {
         .unwrap()
 }
 
+/// Starts a slow copy (op time-outs of `op` seconds) of cluster `c1`'s `rbd/img@s1` to
+/// `rbd/dst` of cluster `to`, and waits for its first progress record. Returns its
+/// arguments, to run it again, and the process.
+fn copying(
+    d: &Path,
+    (c1, to): (&Path, &Path),
+    img: &str,
+    dst: &str,
+    op: &str,
+) -> (Vec<String>, Child) {
+    let mut args = vec![
+        "copy".to_owned(),
+        loc(c1, &format!("rbd/{img}@s1")),
+        loc(to, &format!("rbd/{dst}")),
+    ];
+    args.extend(slow("8M", op));
+    let mut child = start(d, &args);
+    wait_for_progress(to, "rbd", &format!("{dst}.rbdcp-partial"), &mut child);
+    (args, child)
+}
+
+/// Takes `cluster`'s OSD down (`ceph-local.sh STOP`) for `secs`, brings it back (`AGAIN`)
+/// and clears any placement group the outage left stuck.
+fn outage(cluster: &str, (stop, again): (&str, &str), secs: u64) {
+    ceph_local(&[stop, cluster]);
+    std::thread::sleep(Duration::from_secs(secs)); // the outage itself, not a synchronization
+    ceph_local(&[again, cluster]);
+    eprintln!("{}", ceph_local(&["unstick", cluster]));
+}
+
 /// Waits until the progress record in `pool/image`'s image-meta has a mark above 0.
 fn wait_for_progress(conf: &Path, pool: &str, image: &str, child: &mut Child) {
     let started = Instant::now();
@@ -144,18 +174,8 @@ fn a_paused_osd() {
     // the op time-out: the record's writes time out and are retried, the data writes wait
     // (librbd sets no time-out on them) and go on. Now and then librbd never answers them
     // after such a pause: then rbdcp fences that client, connects again and resumes.
-    let mut args = vec![
-        "copy".to_owned(),
-        loc(&c1, &format!("rbd/{img}@s1")),
-        loc(&c2, &format!("rbd/{img}")),
-    ];
-    args.extend(slow("8M", "5"));
-    let mut child = start(d, &args);
-    wait_for_progress(&c2, "rbd", &format!("{img}.rbdcp-partial"), &mut child);
-    ceph_local(&["osd-pause", "c2"]);
-    std::thread::sleep(Duration::from_secs(10)); // the outage itself, not a synchronization
-    ceph_local(&["osd-resume", "c2"]);
-    eprintln!("{}", ceph_local(&["unstick", "c2"]));
+    let (_, child) = copying(d, (&c1, &c2), &img, &img, "5");
+    outage("c2", ("osd-pause", "osd-resume"), 10);
     let (code, v, err) = finish(child);
     assert_eq!(code, Some(0), "the copy completes: {err}");
     eprintln!("retries: {}, reconnects: {}", v["retries"], v["reconnects"]);
@@ -176,14 +196,7 @@ fn a_blocklisted_client() {
     let d = dir.path();
     // The client blocklisted in the middle of a copy.
     let other = format!("{img}-b");
-    let mut args = vec![
-        "copy".to_owned(),
-        loc(&c1, &format!("rbd/{img}@s1")),
-        loc(&c2, &format!("rbd/{other}")),
-    ];
-    args.extend(slow("8M", "3"));
-    let mut child = start(d, &args);
-    wait_for_progress(&c2, "rbd", &format!("{other}.rbdcp-partial"), &mut child);
+    let (_, child) = copying(d, (&c1, &c2), &img, &other, "3");
     let lease: Value = serde_json::from_slice(
         &std::process::Command::new("rados")
             .arg("-c")
@@ -247,18 +260,8 @@ fn a_killed_osd_and_a_full_pool() {
     let d = dir.path();
 
     // The destination's OSD (bluestore, so it keeps its data) killed and started again.
-    let mut args = vec![
-        "copy".to_owned(),
-        loc(&c1, &format!("rbd/{img}@s1")),
-        loc(&c3, &format!("rbd/{img}")),
-    ];
-    args.extend(slow("8M", "3"));
-    let mut child = start(d, &args);
-    wait_for_progress(&c3, "rbd", &format!("{img}.rbdcp-partial"), &mut child);
-    ceph_local(&["osd-kill", "c3"]);
-    std::thread::sleep(Duration::from_secs(2)); // the outage itself
-    ceph_local(&["osd-start", "c3"]);
-    eprintln!("{}", ceph_local(&["unstick", "c3"]));
+    let (args, child) = copying(d, (&c1, &c3), &img, &img, "3");
+    outage("c3", ("osd-kill", "osd-start"), 2);
     let outcome = finish(child);
     completed(d, &args, outcome);
     same(&c1, &c3, "rbd", &img);

@@ -50,39 +50,37 @@ pub fn cluster3() -> Option<(PathBuf, PathBuf)> {
     }
 }
 
-/// Runs `scripts/ceph-local.sh ARGS...` on the clusters of this run; it must succeed.
-pub fn ceph_local(args: &[&str]) -> String {
-    let out = Command::new(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/scripts/ceph-local.sh"
-    ))
-    .args(args)
-    .output()
-    .expect("ceph-local.sh runs");
+/// Runs `cmd`, named `what` in the failure message; it must succeed. Returns its standard
+/// output.
+fn checked(mut cmd: Command, what: &str) -> Vec<u8> {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("{what} does not run: {e}"));
     assert!(
         out.status.success(),
-        "ceph-local.sh {args:?}: {}",
+        "{what}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    out.stdout
+}
+
+/// Runs `scripts/ceph-local.sh ARGS...` on the clusters of this run; it must succeed.
+pub fn ceph_local(args: &[&str]) -> String {
+    let mut cmd = Command::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/scripts/ceph-local.sh"
+    ));
+    cmd.args(args);
+    let out = checked(cmd, &format!("ceph-local.sh {args:?}"));
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// `ceph -c CONF ARGS...` (bounded in time), which must succeed; returns its output.
 pub fn ceph(conf: &Path, args: &[&str]) -> String {
-    let out = Command::new("timeout")
-        .arg("60")
-        .arg("ceph")
-        .arg("-c")
-        .arg(conf)
-        .args(args)
-        .output()
-        .expect("ceph runs");
-    assert!(
-        out.status.success(),
-        "ceph {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    let mut cmd = Command::new("timeout");
+    cmd.arg("60").arg("ceph").arg("-c").arg(conf).args(args);
+    let out = checked(cmd, &format!("ceph {args:?}"));
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// A name no other test uses.
@@ -92,18 +90,9 @@ pub fn name(test: &str) -> String {
 
 /// `rbd -c CONF ARGS...`, which must succeed; returns its standard output.
 pub fn rbd(conf: &Path, args: &[&str]) -> Vec<u8> {
-    let out = Command::new("rbd")
-        .arg("-c")
-        .arg(conf)
-        .args(args)
-        .output()
-        .expect("rbd runs");
-    assert!(
-        out.status.success(),
-        "rbd {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
+    let mut cmd = Command::new("rbd");
+    cmd.arg("-c").arg(conf).args(args);
+    checked(cmd, &format!("rbd {args:?}"))
 }
 
 /// The bytes of `spec` (`pool/image[@snap]`), as `rbd export` writes them.
