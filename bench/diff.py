@@ -93,6 +93,8 @@ REPO = os.path.dirname(HERE)
 POOL = "rbd"
 IMP, EXP, CHK = "dimp", "dexp", "dchk"   # import target (c2), export source (c1), export check (c2)
 TO_SNAP = "d1"
+BASE_SNAP = "d0"                           # incr: the from-snap, a base layer under the stream
+BASE_MIB = 512                             # incr: the base layer's bytes (rbd bench, 1 MiB random writes)
 REC_MIN_PAGES, REC_MAX_PAGES = 1, 256   # records of 4 KiB .. 1 MiB
 PAGE = 4 * KIB
 SEED = 20261127
@@ -104,6 +106,7 @@ CEILING = "ceiling"
 CEILING_SHARE = 0.80
 FAR_PIPE_FACTOR = 10.0
 EXPORT_FACTOR = 1.0
+CPU_FACTOR = 1.1                # client CPU per GiB, rbdcp against the lowest peer (issue 12, point 5)
 
 T_START = time.monotonic()
 
@@ -115,7 +118,7 @@ def log(msg):
 # ---------------------------------------------------------------- configuration
 
 IMPORT_TOOLS = ("rbdcp", "file", "pipe", "file-nocache", "pipe-nocache", "ceiling")
-SCENARIOS = ("local", "far", "export")
+SCENARIOS = ("local", "far", "export", "incr")
 
 
 def csv_set(name, allowed):
@@ -286,6 +289,7 @@ class Scenario:
     def __init__(self, key, title, tools):
         self.key, self.title, self.tools = key, title, tools
         self.runs = {t.name: [] for t in tools}     # name -> [(wall, cpu, osd)]
+        self.rss = {t.name: [] for t in tools}      # name -> [peak RSS MiB of the largest process]
         self.bench_mibs = []                         # rbd bench's own bandwidth per round
         self.own = []                                # rbdcp's own seconds (its --json report) per round
         self.extra = {t.name: [] for t in tools}     # export: (tool-only seconds, output bytes)
@@ -337,6 +341,14 @@ def scenarios(c, s):
             Tool(REF, "rbdcp", [R + ["export-diff", rb.loc(EXP, c.conf1, TO_SNAP), "OUT", "--no-progress",
                                      *c.rbdcp_args]]),
             Tool("rbd export-diff", "rbd", [rb.rbd(c.conf1, "export-diff", "--no-progress",
+                                                  f"{POOL}/{EXP}@{TO_SNAP}", "OUT")]),
+        ]))
+    if "incr" in c.only:
+        R = [c.rbdcp_copy]
+        out.append(Scenario("incr", f"export-diff --from-snap {BASE_SNAP} from cluster 1 into a file", [
+            Tool(REF, "rbdcp", [R + ["export-diff", "--from-snap", BASE_SNAP, rb.loc(EXP, c.conf1, TO_SNAP), "OUT",
+                                     "--no-progress", *c.rbdcp_args]]),
+            Tool("rbd export-diff", "rbd", [rb.rbd(c.conf1, "export-diff", "--no-progress", "--from-snap", BASE_SNAP,
                                                   f"{POOL}/{EXP}@{TO_SNAP}", "OUT")]),
         ]))
     return out
@@ -413,6 +425,7 @@ def run_import(c, sc, s, timer, checked, first):
                     checked.add(t.key)
             else:
                 sc.runs[name].append((wall, cpu, osd))
+                sc.rss[name].append(timer.rss)
                 if t.key == "rbdcp" and mibs is not None:
                     sc.own.append(mibs)
                     mibs = None
@@ -487,10 +500,23 @@ def fsync_path(path):
 
 def run_export(c, sc, s, timer, work):
     log(f"scenario {sc.key}: {sc.title}")
+    incr = sc.key == "incr"
     rb.remove_image(c.conf1, EXP)
     run(rb.rbd(c.conf1, "create", "--size", str(c.image_size // MIB), f"{POOL}/{EXP}"))
+    base_path = os.path.join(work, "base.diff")
+    if incr:
+        # a base layer the stream partly overwrites, the from-snap on top of it
+        for argv in base_layer(c):
+            run(argv, timeout=c.timeout)
+        run(rb.rbd(c.conf1, "export-diff", "--no-progress", f"{POOL}/{EXP}@{BASE_SNAP}", base_path),
+            timeout=c.timeout)
     run(rb.rbd(c.conf1, "import-diff", "--no-progress", s.path, f"{POOL}/{EXP}"), timeout=c.timeout)
-    check_image(c.conf1, f"{EXP}@{TO_SNAP}", s.sha, "export source rbd/dexp@d1 (rbd import-diff of the stream)")
+    if incr:
+        want = rb.export_hash(c.conf1, f"{EXP}@{TO_SNAP}")
+        log(f"  export source rbd/{EXP}@{TO_SNAP}: the base layer and the stream, sha256 {want[0][:12]}")
+    else:
+        want = s.sha
+        check_image(c.conf1, f"{EXP}@{TO_SNAP}", want, "export source rbd/dexp@d1 (rbd import-diff of the stream)")
     out_path = os.path.join(work, "out.diff")
     names = [t.name for t in sc.tools]
     for rnd in range(0, c.rounds + 1):
@@ -513,22 +539,36 @@ def run_export(c, sc, s, timer, work):
                 def check_output():
                     rb.remove_image(c.conf2, CHK)
                     run(rb.rbd(c.conf2, "create", "--size", str(c.image_size // MIB), f"{POOL}/{CHK}"))
+                    if incr:
+                        run(rb.rbd(c.conf2, "import-diff", "--no-progress", base_path, f"{POOL}/{CHK}"),
+                            timeout=c.timeout)
                     run(rb.rbd(c.conf2, "import-diff", "--no-progress", out_path, f"{POOL}/{CHK}"),
                         timeout=c.timeout)
-                    check_image(c.conf2, f"{CHK}@{TO_SNAP}", s.sha,
-                                f"{name}'s output, applied by rbd import-diff to an empty image")
+                    check_image(c.conf2, f"{CHK}@{TO_SNAP}", want,
+                                f"{name}'s output, applied by rbd import-diff to "
+                                + (f"a copy of @{BASE_SNAP}" if incr else "an empty image"))
                     rb.remove_image(c.conf2, CHK)
 
                 with_recovery(c, timer, s, f"checking {name}'s output", check_output)
             else:
                 sc.runs[name].append((wall + sync, cpu, osd))
+                sc.rss[name].append(timer.rss)
                 sc.extra[name].append((wall, size))
                 log(f"  round {rnd} {name}: {wall + sync:.3f} s (tool {wall:.3f} + fsync {sync:.3f}; "
                     f"client CPU {cpu:.2f} s, OSDs {osd:.2f} s), {size} bytes")
             os.unlink(out_path)
             time.sleep(0.3)
     rb.remove_image(c.conf1, EXP)
+    if os.path.exists(base_path):
+        os.unlink(base_path)
     sc.export_cmd_note = out_path
+
+
+def base_layer(c):
+    """incr: the commands that write the base layer of rbd/dexp and take the from-snap."""
+    return [rb.rbd(c.conf1, "bench", "--io-type", "write", "--io-pattern", "rand", "--io-size", "1M",
+                   "--io-threads", "16", "--io-total", f"{BASE_MIB}M", f"{POOL}/{EXP}"),
+            rb.rbd(c.conf1, "snap", "create", f"{POOL}/{EXP}@{BASE_SNAP}")]
 
 
 # ---------------------------------------------------------------- report
@@ -550,8 +590,8 @@ def tool_median(sc, name):
 
 def table(c, sc):
     ref = tool_median(sc, REF) if sc.runs.get(REF) else None
-    rows = ["| tool | runs | median s | min s | max s | MiB/s of data (median) | time ratio (tool median / rbdcp median) | client CPU s (median) | OSD CPU s (median) | cores busy (client + OSD CPU / wall, median) |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    rows = ["| tool | runs | median s | min s | max s | MiB/s of data (median) | time ratio (tool median / rbdcp median) | client CPU s (median) | client CPU s per GiB (median) | peak RSS MiB (largest process, median) | OSD CPU s (median) | cores busy (client + OSD CPU / wall, median) |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for t in sc.tools:
         rs = sc.runs[t.name]
         ws = [w for w, _, _ in rs]
@@ -559,6 +599,7 @@ def table(c, sc):
         ratio = f"{m / ref:.2f}" if ref else "-"
         rows.append(f"| {rb.cell(t.name)} | {len(ws)} | {f3(m)} | {f3(min(ws))} | {f3(max(ws))} | "
                     f"{c.data_bytes / MIB / m:.0f} | {ratio} | {med([x for _, x, _ in rs]):.2f} | "
+                    f"{cpu_per_gib(c, sc, t.name):.2f} | {med(sc.rss[t.name]):.0f} | "
                     f"{med([x for _, _, x in rs]):.2f} | {med([(x + y) / w for w, x, y in rs]):.2f} |")
     raw = "; ".join(f"{t.name}: " + " ".join(f3(w) for w in walls(sc, t.name)) for t in sc.tools)
     text = "\n".join(rows) + f"\n\nEach run in seconds, in round order: {raw}."
@@ -571,7 +612,7 @@ def table(c, sc):
         text += (f"\n\nrbdcp's own report (`--json` seconds: from its first record to the to-snap, without "
                  f"process start, connection and image open): median {med(sc.own):.3f} s (runs: "
                  + " ".join(f3(x) for x in sc.own) + ").")
-    if sc.key == "export":
+    if sc.key in ("export", "incr"):
         parts = []
         for t in sc.tools:
             tw = [w for w, _ in sc.extra[t.name]]
@@ -580,6 +621,11 @@ def table(c, sc):
                          + ", ".join(f"{n / MIB:.1f} MiB" for n in sizes))
         text += "\n\n" + "; ".join(parts) + "."
     return text
+
+
+def cpu_per_gib(c, sc, name):
+    """The median client CPU seconds per GiB of the stream's data."""
+    return med([x for _, x, _ in sc.runs[name]]) / (c.data_bytes / 2**30)
 
 
 def thr(c, sc, name):
@@ -635,12 +681,22 @@ def verdicts(c, scs):
                 add(p / r >= FAR_PIPE_FACTOR, text)
             else:
                 lines.append(f"- (-j sweep, {'would hold' if p / r >= FAR_PIPE_FACTOR else 'would miss'}) {text}")
-    sc = by.get("export")
-    if sc:
-        r, t = tool_median(sc, REF), tool_median(sc, "rbd export-diff")
-        add(t / r >= EXPORT_FACTOR, f"`rbdcp export-diff` no slower than `rbd export-diff` (both until the file is "
-                                    f"durable): rbdcp {r:.3f} s, rbd {t:.3f} s, ratio {t / r:.2f} "
-                                    f"(need >= {EXPORT_FACTOR:.2f}).")
+    for sc in scs:
+        peers = [t.name for t in sc.tools if not t.name.startswith(REF) and t.key != "ceiling"]
+        if REF not in sc.runs or not peers:
+            continue
+        low = min(peers, key=lambda n: cpu_per_gib(c, sc, n))
+        r, p = cpu_per_gib(c, sc, REF), cpu_per_gib(c, sc, low)
+        add(r <= CPU_FACTOR * p, f"client CPU per GiB ({sc.key}): rbdcp {r:.2f} s, the lowest peer `{low}` "
+                                 f"{p:.2f} s, ratio {r / p:.2f} (need <= {CPU_FACTOR:.2f}; the ceiling, "
+                                 "`rbd bench`, is no peer).")
+    for key, what in (("export", "`rbdcp export-diff`"), ("incr", f"`rbdcp export-diff --from-snap {BASE_SNAP}`")):
+        sc = by.get(key)
+        if sc:
+            r, t = tool_median(sc, REF), tool_median(sc, "rbd export-diff")
+            add(t / r >= EXPORT_FACTOR, f"{what} no slower than `rbd export-diff` (both until the file is "
+                                        f"durable): rbdcp {r:.3f} s, rbd {t:.3f} s, ratio {t / r:.2f} "
+                                        f"(need >= {EXPORT_FACTOR:.2f}).")
     return lines, ok
 
 
@@ -649,10 +705,11 @@ def write_report(c, info, s, scs, verdict_lines):
             f"# untimed, after every import: rbd -c C2 snap purge {POOL}/{IMP}; rbd -c C2 rm {POOL}/{IMP}"]
     for sc in scs:
         cmds.append(f"# {sc.key}: {sc.title}")
-        if sc.key == "export":
-            cmds.append("# untimed, once: " + show(rb.rbd(c.conf1, "create", "--size", str(c.image_size // MIB),
-                                                          f"{POOL}/{EXP}")) + "; "
-                        + show(rb.rbd(c.conf1, "import-diff", "--no-progress", s.path, f"{POOL}/{EXP}")))
+        if sc.key in ("export", "incr"):
+            base = [show(a) for a in base_layer(c)] if sc.key == "incr" else []
+            cmds.append("# untimed, once: " + "; ".join(
+                [show(rb.rbd(c.conf1, "create", "--size", str(c.image_size // MIB), f"{POOL}/{EXP}"))] + base
+                + [show(rb.rbd(c.conf1, "import-diff", "--no-progress", s.path, f"{POOL}/{EXP}"))]))
             cmds.append(f"# OUT = {sc.export_cmd_note}, removed before and after every run; "
                         "each run is followed by an fsync of OUT (timed)")
         for t in sc.tools:
@@ -716,6 +773,11 @@ def write_report(c, info, s, scs, verdict_lines):
         "bench's own fsync of the file returns (tool-only medians below the table). Each tool's output is checked "
         f"once (warm-up) by applying it with `rbd import-diff` to an empty {c.image_size / MIB:.0f} MiB image on "
         "cluster 2 and comparing the sha256 of its export with the stream's image.",
+        f"- Incremental export (`incr`): as the export, but `rbd/{EXP}` first gets a base layer of {BASE_MIB} MiB "
+        f"(`rbd bench` random 1 MiB writes) and the snapshot `{BASE_SNAP}`, then the stream on top; both tools "
+        f"write `--from-snap {BASE_SNAP}` of `@{TO_SNAP}`. Each output is checked by applying it, on cluster 2, to "
+        f"a copy of `@{BASE_SNAP}` (`rbd export-diff` of it, imported) and comparing with `rbd export` of "
+        f"`rbd/{EXP}@{TO_SNAP}`.",
         "- Cluster 2 restarts: " + ("none." if not c.restarts else
                                       f"{len(c.restarts)}, each replacing it by a fresh cluster and an untimed warm-up "
                                       "import, then repeating the failed step, because it falsely reported a full "
@@ -792,7 +854,7 @@ def main():
             checked = set()
             first = True
             for sc in scs:
-                if sc.key == "export":
+                if sc.key in ("export", "incr"):
                     run_export(c, sc, s, timer, work)
                 else:
                     run_import(c, sc, s, timer, checked, first)

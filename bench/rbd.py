@@ -78,6 +78,7 @@ BEGIN, END = "<!-- rbd:begin -->", "<!-- rbd:end -->"
 REF = "rbdcp"
 # targets
 PIPE_FACTOR = 3.0
+CPU_FACTOR = 1.1                # client CPU per GiB, rbdcp against the lowest peer (issue 12, point 5)
 CEILING_SHARE = 0.80
 
 T_START = time.monotonic()
@@ -441,11 +442,20 @@ class Timer:
         errf = tempfile.TemporaryFile()
         procs = []
         pgid = None
+        # Each process runs under GNU time for its peak RSS: the kernel's count for a child
+        # forked from this (large) Python process starts at Python's own. Its CPU, from
+        # wait4 below, includes the tool's (time waits for it).
+        notes = []
+        for _ in argvs:
+            fd, note = tempfile.mkstemp(prefix="rbdcp-bench-time.")
+            os.close(fd)
+            notes.append(note)
+        timed_argvs = [["/usr/bin/time", "-f", "%M", "-o", note] + argv for note, argv in zip(notes, argvs)]
         cpu0 = self.osd_cpu()
         t0 = time.perf_counter()
         prev = None
         try:
-            for i, argv in enumerate(argvs):
+            for i, argv in enumerate(timed_argvs):
                 last = i == len(argvs) - 1
                 kw = {"process_group": 0 if pgid is None else pgid}   # one new process group per run
                 p = subprocess.Popen(argv, stdin=prev.stdout if prev else subprocess.DEVNULL,
@@ -486,6 +496,13 @@ class Timer:
             p.returncode = os.waitstatus_to_exitcode(status)
             rcs.append(p.returncode)
             cpu += ru.ru_utime + ru.ru_stime
+        self.rss = 0.0      # MiB: the largest peak resident set of the run's processes
+        for note in notes:
+            with open(note) as f:
+                words = f.read().split()
+            os.unlink(note)
+            if words and words[-1].isdigit():
+                self.rss = max(self.rss, int(words[-1]) / KIB)
         t1 = time.perf_counter()
         timer.cancel()
         osd = self.osd_cpu() - cpu0
@@ -505,6 +522,7 @@ class Scenario:
         self.key, self.title, self.data_bytes = key, title, data_bytes
         self.dst_conf, self.dst, self.tools, self.check, self.prepare = dst_conf, dst, tools, check, prepare
         self.runs = {name: [] for name, _ in tools}    # name -> [(wall, cpu, osd)]
+        self.rss = {name: [] for name, _ in tools}     # name -> [peak RSS MiB of the largest process]
         self.rados = []                                 # MiB/s per round (only where rados bench rides along)
         self.rados_cmd = None
 
@@ -585,6 +603,7 @@ def run_scenario(c, sc, timer):
                 check_copy(cleanup_conf, sc.check[0], sc.check[1], f"{sc.key}: {name}")
             else:
                 sc.runs[name].append((wall, cpu, osd))
+                sc.rss[name].append(timer.rss)
                 log(f"  round {rnd} {name}: {wall:.3f} s (client CPU {cpu:.2f} s, OSDs {osd:.2f} s)")
             remove_image(cleanup_conf, sc.dst)
             time.sleep(0.3)                     # let the OSDs settle (deletes, snap trims)
@@ -610,16 +629,22 @@ def cell(text):
     return text.replace("|", "\\|")
 
 
+def cpu_per_gib(sc, name):
+    """The median client CPU seconds per GiB of the scenario's data."""
+    return med([x for _, x, _ in sc.runs[name]]) / (sc.data_bytes / 2**30)
+
+
 def table(sc):
     ref = med([w for w, _, _ in sc.runs[REF]])
-    rows = ["| tool | runs | median s | min s | max s | MiB/s of source data (median) | time ratio (tool median / rbdcp median) | client CPU s (median) | OSD CPU s (median) | cores busy (client + OSD CPU / wall, median) |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    rows = ["| tool | runs | median s | min s | max s | MiB/s of source data (median) | time ratio (tool median / rbdcp median) | client CPU s (median) | client CPU s per GiB (median) | peak RSS MiB (largest process, median) | OSD CPU s (median) | cores busy (client + OSD CPU / wall, median) |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for name, _ in sc.tools:
         ws = [w for w, _, _ in sc.runs[name]]
         m = med(ws)
         rows.append(f"| {cell(name)} | {len(ws)} | {f3(m)} | {f3(min(ws))} | {f3(max(ws))} | "
                     f"{sc.data_bytes / MIB / m:.0f} | {m / ref:.2f} | "
-                    f"{med([x for _, x, _ in sc.runs[name]]):.2f} | {med([x for _, _, x in sc.runs[name]]):.2f} | "
+                    f"{med([x for _, x, _ in sc.runs[name]]):.2f} | {cpu_per_gib(sc, name):.2f} | "
+                    f"{med(sc.rss[name]):.0f} | {med([x for _, _, x in sc.runs[name]]):.2f} | "
                     f"{med([(x + y) / w for w, x, y in sc.runs[name]]):.2f} |")
     raw = "; ".join(f"{name}: " + " ".join(f"{w:.3f}" for w, _, _ in sc.runs[name]) for name, _ in sc.tools)
     return "\n".join(rows) + f"\n\nEach run in seconds, in round order: {raw}."
@@ -657,6 +682,14 @@ def verdicts(c, scs):
         if "qemu-img convert" in sc.runs:
             q = tool_median(sc, "qemu-img convert")
             lines.append(f"- (no target) qemu-img convert {where} ({sc.key}): {q:.3f} s, ratio {q / r:.2f}.")
+    for sc in scs:
+        peers = [name for name, _ in sc.tools if name != REF]
+        if not peers:
+            continue
+        low = min(peers, key=lambda n: cpu_per_gib(sc, n))
+        r, p = cpu_per_gib(sc, REF), cpu_per_gib(sc, low)
+        add(r <= CPU_FACTOR * p, f"client CPU per GiB ({sc.key}): rbdcp {r:.2f} s, the lowest peer `{low}` "
+                                 f"{p:.2f} s, ratio {r / p:.2f} (need <= {CPU_FACTOR:.2f}).")
     for key, held_needed in (("b", True), ("e-b", False)):
         if key not in by or not by[key].rados:
             continue

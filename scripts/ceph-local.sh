@@ -37,7 +37,7 @@
 # Facts behind the settings: /work/shared/notes/ceph-local.md
 set -euo pipefail
 
-PACKAGES=(ceph-mon ceph-osd ceph-mgr ceph-common librbd-dev librados-dev uuid-runtime libgoogle-perftools4 fakeroot lintian man-db jq)
+PACKAGES=(ceph-mon ceph-osd ceph-mgr ceph-common librbd-dev librados-dev uuid-runtime libgoogle-perftools4 fakeroot lintian man-db jq time)
 ROOT=${RBDCP_CEPH_ROOT:-/tmp/rbdcp-ceph}
 [[ $ROOT == /* ]] || ROOT=$PWD/$ROOT   # the conf path must be absolute: stop matches it in /proc/PID/cmdline
 ROOT=${ROOT%/}

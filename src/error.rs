@@ -133,8 +133,13 @@ pub enum Error {
     },
     /// Writes got no answer for too long: the cluster does not answer (a dead OSD, a
     /// client whose lock librbd cannot take back).
-    #[error("{requests} write(s) got no answer for {secs} s: the destination's cluster does not answer (see --op-timeout)")]
+    #[error(
+        "{requests} {what}(s) got no answer for {secs} s: the {side}'s cluster does not answer (see --op-timeout)",
+        side = if *what == "read" { "source" } else { "destination" }
+    )]
     Stalled {
+        /// What got no answer: "write" or "read".
+        what: &'static str,
         /// Requests in flight.
         requests: usize,
         /// Seconds without a completion.
@@ -408,6 +413,7 @@ mod tests {
         let stalled = Error::Abandoned {
             requests: 2,
             cause: Box::new(Error::Stalled {
+                what: "write",
                 requests: 2,
                 secs: 30,
             }),

@@ -56,9 +56,12 @@ proptest! {
         jobs in 1usize..9,
         dirty in any::<bool>(),
         deferred in any::<bool>(),
+        async_reads in any::<bool>(),
     ) {
         let size = size_blocks * BLOCK + tail;
         let src = source(size, &blocks);
+        // Asynchronous reads come back out of order, through the read-ahead path.
+        let src = if async_reads { src.deferred() } else { src };
         let dst = if dirty { MemImage::filled("dst", size + tail, 0xAB) } else { MemImage::new("dst", 0) };
         // Deferred: the writes land out of order, through the asynchronous path.
         let dst = if deferred { dst.deferred() } else { dst };
@@ -87,16 +90,24 @@ proptest! {
 #[test]
 fn a_source_error_stops_the_copy_and_nothing_is_finished() {
     let size = 64 * BLOCK;
-    let src = source(size, &(0..64).map(|b| (b, 1)).collect::<Vec<_>>()).failing_at(40 * BLOCK + 7);
-    let dst = MemImage::new("dst", 0);
-    let err = copy(
-        &src,
-        &dst,
-        &opts(4, 4 * BLOCK),
-        &Throttle::new(Default::default()),
-        &Silent,
-    )
-    .unwrap_err();
+    let src =
+        || source(size, &(0..64).map(|b| (b, 1)).collect::<Vec<_>>()).failing_at(40 * BLOCK + 7);
+    // Blocking reads into a blocking sink; asynchronous reads into an asynchronous sink.
+    source_error(src(), MemImage::new("dst", 0));
+    source_error(src().deferred(), MemImage::new("dst", 0).deferred());
+}
+
+fn source_error(src: MemImage, dst: MemImage) {
+    let marks = std::sync::Arc::new(Marks::default());
+    let mut o = opts(4, 4 * BLOCK);
+    o.checkpoint = Some(rbdcp::engine::Hook(marks.clone()));
+    o.checkpoint_every = std::time::Duration::from_micros(50);
+    let err = copy(&src, &dst, &o, &Throttle::new(Default::default()), &Silent).unwrap_err();
+    let marks = marks.0.lock().unwrap().clone();
+    assert!(
+        marks.iter().all(|&m| m <= 40 * BLOCK),
+        "a mark passed the chunk that was never read: {marks:?}"
+    );
     assert!(
         matches!(err, Error::Io { op: "read", offset, .. } if offset == 40 * BLOCK),
         "{err}"
@@ -115,10 +126,12 @@ fn both(dst: impl Fn() -> MemImage) -> [MemImage; 2] {
 
 #[test]
 fn a_sink_error_names_the_write_and_its_offset() {
-    let src = source(16 * BLOCK, &(0..16).map(|b| (b, 1)).collect::<Vec<_>>());
+    let src = || source(16 * BLOCK, &(0..16).map(|b| (b, 1)).collect::<Vec<_>>());
     for dst in both(|| MemImage::new("dst", 0).failing_at(9 * BLOCK)) {
-        sink_error(&src, dst);
+        sink_error(&src(), dst);
     }
+    let dst = MemImage::new("dst", 0).failing_at(9 * BLOCK).deferred();
+    sink_error(&src().deferred(), dst);
 }
 
 fn sink_error(src: &MemImage, dst: MemImage) {
@@ -324,6 +337,7 @@ proptest! {
     ) {
         let size = 128 * BLOCK;
         let src = source(size, &blocks);
+        let src = if deferred { src.deferred() } else { src };
         let chunk = chunk_blocks * BLOCK;
         let marks = std::sync::Arc::new(Marks::default());
         let mut o = opts(jobs, chunk);

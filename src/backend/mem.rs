@@ -6,7 +6,7 @@ use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::RwLock;
 
-use crate::engine::{Block, Done, Extent, ImageSink, ImageSource};
+use crate::engine::{Block, Done, Extent, Filled, ImageSink, ImageSource};
 use crate::error::{Error, Result};
 
 /// The allocation unit of a [`MemImage`].
@@ -163,6 +163,24 @@ impl ImageSource for MemImage {
         let s = self.state.read().unwrap();
         buf.copy_from_slice(&s.bytes[offset as usize..offset as usize + buf.len()]);
         Ok(())
+    }
+
+    fn reads_async(&self) -> bool {
+        self.deferred
+    }
+
+    fn read_async(&self, offset: u64, len: usize, mut buf: Vec<u8>, done: Filled) {
+        buf.clear();
+        buf.resize(len, 0);
+        let result = self.read_at(offset, &mut buf);
+        if !self.deferred {
+            return done(result, buf);
+        }
+        std::thread::spawn(move || {
+            // Some later reads overtake earlier ones.
+            std::thread::sleep(std::time::Duration::from_micros(offset % 5 * 60));
+            done(result, buf);
+        });
     }
 }
 

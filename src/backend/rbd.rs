@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, Weak};
 use librbd_sys as sys;
 
 use super::{Dest, Found, SinkOptions, SourceOptions, Store};
-use crate::engine::{Block, Done, Extent, ImageSink, ImageSource, Layout};
+use crate::engine::{Block, Done, Extent, Filled, ImageSink, ImageSource, Layout};
 use crate::error::{Error, Result};
 use crate::fault;
 use crate::location::RbdSpec;
@@ -264,6 +264,14 @@ impl ImageSource for RbdSource {
 
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
         self.image.read(offset, buf)
+    }
+
+    fn reads_async(&self) -> bool {
+        true
+    }
+
+    fn read_async(&self, offset: u64, len: usize, buf: Vec<u8>, done: Filled) {
+        self.image.read_async(offset, len, buf, done);
     }
 }
 

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::Store;
-use crate::engine::{Block, Done, Extent, ImageSink, ImageSource, Layout};
+use crate::engine::{Block, Done, Extent, Filled, ImageSink, ImageSource, Layout};
 use crate::error::{Error, Result};
 
 /// How to retry.
@@ -84,8 +84,12 @@ impl Policy {
     }
 
     /// Calls `f` until it succeeds, fails for good, or the retries are spent.
-    pub fn call<R>(&self, mut f: impl FnMut() -> Result<R>) -> Result<R> {
-        let mut attempt = 1;
+    pub fn call<R>(&self, f: impl FnMut() -> Result<R>) -> Result<R> {
+        self.call_from(1, f)
+    }
+
+    /// [`Policy::call`] from attempt `attempt`: the ones before failed elsewhere.
+    fn call_from<R>(&self, mut attempt: u32, mut f: impl FnMut() -> Result<R>) -> Result<R> {
         loop {
             match f() {
                 Err(e) if self.again(&e, attempt) => {
@@ -140,6 +144,38 @@ impl ImageSource for Retry<dyn ImageSource> {
     }
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
         self.policy.call(|| self.inner.read_at(offset, buf))
+    }
+    fn reads_async(&self) -> bool {
+        self.inner.reads_async()
+    }
+    fn read_async(&self, offset: u64, len: usize, buf: Vec<u8>, done: Filled) {
+        let (inner, policy) = (Arc::clone(&self.inner), self.policy.clone());
+        let again = Box::new(move |result: Result<()>, mut buf: Vec<u8>| match result {
+            Err(e) if policy.again(&e, 1) => {
+                policy.count.fetch_add(1, Ordering::Relaxed);
+                // The next attempts block: on a thread of their own, since this is the
+                // backend's callback thread. A failed read is rare; its retries need no speed.
+                let slot = Arc::new(Mutex::new(Some(done)));
+                let taken = Arc::clone(&slot);
+                let spawned = std::thread::Builder::new()
+                    .name("rbdcp-retry".into())
+                    .spawn(move || {
+                        let done = taken.lock().unwrap().take().expect("taken once");
+                        policy.sleep(policy.wait(1));
+                        buf.truncate(len);
+                        buf.resize(len, 0);
+                        let result = policy.call_from(2, || inner.read_at(offset, &mut buf));
+                        done(result, buf);
+                    });
+                if spawned.is_err() {
+                    if let Some(done) = slot.lock().unwrap().take() {
+                        done(Err(e), Vec::new());
+                    }
+                }
+            }
+            result => done(result, buf),
+        });
+        self.inner.read_async(offset, len, buf, again);
     }
 }
 

@@ -118,6 +118,7 @@ pub(crate) fn every(
         Ok(()) if stopped && recorded => save(),
         Ok(()) if stopped => Ok(()),
         Ok(()) => Err(Error::Stalled {
+            what: "write",
             requests: 0,
             secs: opts.stall.as_secs(),
         }),

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::checkpoint::{self, Hook};
-use super::flight::{submit, Buffers, Flight};
+use super::flight::{submit, Arrival, Buffers, Flight, Reads};
 use super::plan::{chunk_size, sparse_runs, Chunk, Plan, SPARSE_BLOCK, SPARSE_GAP};
 use super::progress::{Progress, Silent};
 use super::run::{run, Lane};
@@ -262,6 +262,9 @@ fn copy_window<C: Pace>(
     checkpoint::every(opts, &flight, || {
         // Chunks enter the window as they are handed out, so in offset order.
         let chunks = chunks.map(|c| flight.begin(&c).map(|()| c));
+        if src.reads_async() {
+            return read_ahead(src, dst, opts, &flight, chunks, throttle, progress, counts);
+        }
         let ran = run(
             opts.jobs,
             size,
@@ -296,6 +299,80 @@ fn copy_window<C: Pace>(
         let landed = flight.wait(progress);
         landed.and(ran)
     })
+}
+
+/// Threads that start asynchronous reads: they only wait for the throttle and the window.
+const READERS: usize = 2;
+
+/// [`copy_window`] from a source that reads asynchronously: [`READERS`] threads start the
+/// reads, and one more starts the writes of the reads that came back; the window bounds
+/// both together.
+#[allow(clippy::too_many_arguments)]
+fn read_ahead<C: Pace>(
+    src: &dyn ImageSource,
+    dst: &dyn ImageSink,
+    opts: &Options,
+    flight: &Arc<Flight>,
+    chunks: impl Iterator<Item = Result<Chunk>> + Send,
+    throttle: &Throttle<C>,
+    progress: &dyn Progress,
+    counts: &Counts,
+) -> Result<()> {
+    let reads = Arc::new(Reads::default());
+    let ran = std::thread::scope(|scope| {
+        let writer = scope.spawn(|| loop {
+            match reads.next(opts.stall, || flight.failed()) {
+                Arrival::Read(c, Ok(()), buf) if !flight.failed() => {
+                    counts.read.fetch_add(c.len, Ordering::Relaxed);
+                    counts.keep(&c, Some(&buf));
+                    submit(dst, flight.ticket(c, buf), counts);
+                    flight.report(progress);
+                }
+                Arrival::Read(c, result, buf) => {
+                    flight.lost(c, result.err().unwrap_or(Error::Interrupted), buf);
+                }
+                Arrival::Done => break,
+                Arrival::Stalled(e) => {
+                    // The reads still out own their buffers; they may call back later.
+                    flight.fail(e);
+                    break;
+                }
+            }
+        });
+        let ran = run(
+            READERS.min(opts.jobs.max(1)),
+            src.size(),
+            chunks,
+            opts.cancel.as_deref(),
+            &Silent,
+            |c: Chunk, _, _| {
+                counts.chunks.fetch_add(1, Ordering::Relaxed);
+                if !c.data {
+                    throttle.take(0);
+                    counts.keep(&c, None);
+                    submit(dst, flight.ticket(c, Vec::new()), counts);
+                    return Ok(());
+                }
+                let len = c.len as usize;
+                let buf = flight.spare(len);
+                throttle.take(c.len);
+                reads.start();
+                let back = Arc::clone(&reads);
+                let done = Box::new(move |r, buf| back.arrive(c, r, buf));
+                src.read_async(c.offset, len, buf, done);
+                Ok(())
+            },
+        );
+        reads.close();
+        // The writer ends once every read came back (or they stalled).
+        writer.join().expect("the writer thread does not panic");
+        ran
+    });
+    if ran.is_ok() {
+        flight.drained(src.size());
+    }
+    let landed = flight.wait(progress);
+    landed.and(ran)
 }
 
 fn copy_chunk<C: Pace>(

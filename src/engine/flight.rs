@@ -2,6 +2,7 @@
 //! started and have not all landed. They land in any order; the window keeps the low
 //! watermark, the first error and the buffers to reuse.
 
+use std::collections::VecDeque;
 use std::ops::{Deref, Range};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -208,6 +209,18 @@ impl Flight {
         buf
     }
 
+    /// A spare buffer with room for `len` bytes, as it is (for a read that fills it).
+    pub(crate) fn spare(&self, len: usize) -> Vec<u8> {
+        self.buffers.take(len)
+    }
+
+    /// Gives up on begun chunk `chunk`, whose read failed with `e`: the job fails, and the
+    /// chunk leaves the window below the watermark.
+    pub(crate) fn lost(self: &Arc<Self>, chunk: Chunk, e: Error, buf: Vec<u8>) {
+        self.buffers.give(buf);
+        self.ticket(chunk, Vec::new()).fail(e);
+    }
+
     /// The ticket of a begun chunk whose bytes (empty for a zero chunk) are `buf`.
     pub(crate) fn ticket(self: &Arc<Self>, chunk: Chunk, buf: Vec<u8>) -> Arc<Ticket> {
         self.ticket_at(chunk, chunk, buf)
@@ -288,6 +301,7 @@ impl Flight {
         if s.tickets > 0 && quiet > limit && !s.abandoned {
             s.abandoned = true;
             let stalled = Error::Stalled {
+                what: "write",
                 requests: s.tickets,
                 secs: quiet.as_secs(),
             };
@@ -320,6 +334,87 @@ impl Flight {
             self.changed.notify_all();
         }
         self.buffers.give(std::mem::take(&mut ticket.buf));
+    }
+}
+
+/// Reads started and not yet taken, and those that came back: the hand-over from the
+/// threads that start asynchronous reads (and the backend's threads that answer them) to
+/// the one that starts their writes.
+#[derive(Default)]
+pub(crate) struct Reads {
+    state: Mutex<Arrivals>,
+    changed: Condvar,
+}
+
+#[derive(Default)]
+struct Arrivals {
+    back: VecDeque<(Chunk, Result<()>, Vec<u8>)>,
+    /// Started and not back.
+    out: usize,
+    /// No read will start any more.
+    closed: bool,
+}
+
+/// What [`Reads::next`] found.
+pub(crate) enum Arrival {
+    /// A read came back.
+    Read(Chunk, Result<()>, Vec<u8>),
+    /// Every read came back and no more will start.
+    Done,
+    /// Reads are out and none came back for too long (see [`Flight::new`]).
+    Stalled(Error),
+}
+
+impl Reads {
+    /// Counts a read about to start.
+    pub(crate) fn start(&self) {
+        self.state.lock().unwrap().out += 1;
+    }
+
+    /// Hands over a read that came back.
+    pub(crate) fn arrive(&self, chunk: Chunk, result: Result<()>, buf: Vec<u8>) {
+        let mut s = self.state.lock().unwrap();
+        s.out -= 1;
+        s.back.push_back((chunk, result, buf));
+        drop(s);
+        self.changed.notify_one();
+    }
+
+    /// Says that no read will start any more.
+    pub(crate) fn close(&self) {
+        self.state.lock().unwrap().closed = true;
+        self.changed.notify_one();
+    }
+
+    /// Waits for the next read to come back, `stall` at most while some are out (or
+    /// [`GRACE`] once `failed` says the job failed).
+    pub(crate) fn next(&self, stall: Duration, failed: impl Fn() -> bool) -> Arrival {
+        let mut s = self.state.lock().unwrap();
+        let mut last = Instant::now();
+        loop {
+            if let Some((chunk, result, buf)) = s.back.pop_front() {
+                return Arrival::Read(chunk, result, buf);
+            }
+            if s.closed && s.out == 0 {
+                return Arrival::Done;
+            }
+            let limit = if failed() { stall.min(GRACE) } else { stall };
+            if s.out > 0 && last.elapsed() > limit {
+                return Arrival::Stalled(Error::Stalled {
+                    what: "read",
+                    requests: s.out,
+                    secs: last.elapsed().as_secs(),
+                });
+            }
+            if s.out == 0 {
+                last = Instant::now();
+            }
+            s = self
+                .changed
+                .wait_timeout(s, Duration::from_secs(1))
+                .unwrap()
+                .0;
+        }
     }
 }
 

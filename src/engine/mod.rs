@@ -121,7 +121,26 @@ pub trait ImageSource: Send + Sync {
 
     /// Fills `buf` with the bytes at `offset`.
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<()>;
+
+    /// `true` when [`ImageSource::read_async`] returns before the read is done, so that a
+    /// few threads keep many reads in flight.
+    fn reads_async(&self) -> bool {
+        false
+    }
+
+    /// Starts reading `len` bytes at `offset` into `buf` (what it held is replaced, its
+    /// room reused); calls `done` with the result and the buffer, `len` bytes long after a
+    /// success, on any thread. The default reads at once.
+    fn read_async(&self, offset: u64, len: usize, mut buf: Vec<u8>, done: Filled) {
+        buf.truncate(len);
+        buf.resize(len, 0);
+        let result = self.read_at(offset, &mut buf);
+        done(result, buf);
+    }
 }
+
+/// Called once with the outcome of an asynchronous read and the buffer it read into.
+pub type Filled = Box<dyn FnOnce(Result<()>, Vec<u8>) + Send>;
 
 /// An image the engine writes to. Nothing it writes is visible under its final name
 /// (or as its final snapshot) until [`ImageSink::finish`] succeeds.

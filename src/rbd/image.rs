@@ -294,6 +294,7 @@ impl Image {
             op: "write",
             image: self.name.clone(),
             offset,
+            want: None,
             data,
             done,
         });
@@ -303,6 +304,41 @@ impl Image {
             // completion owns and frees only after librbd calls back, when librbd holds
             // no reference to it any more (UserBufferDeleter delays the callback until then).
             unsafe { sys::rbd_aio_write2(self.handle, offset, len, ptr.cast(), c, WRITE_FLAGS) }
+        });
+    }
+
+    /// Starts reading `len` bytes at `offset` into `buf` (what it held is dropped, its room
+    /// reused) and returns at once; `done` gets the result and the buffer, `len` bytes long
+    /// after a success, on a librbd thread. The bytes are not zeroed first: librbd fills
+    /// all of them or fails.
+    pub fn read_async<F>(&self, offset: u64, len: usize, mut buf: Vec<u8>, done: F)
+    where
+        F: FnOnce(Result<()>, Vec<u8>) + Send + 'static,
+    {
+        buf.clear();
+        buf.reserve_exact(len);
+        let ptr = buf.as_mut_ptr();
+        let request = Box::new(Request {
+            op: "read",
+            image: self.name.clone(),
+            offset,
+            want: Some(len),
+            data: buf,
+            done: move |result: Result<()>, mut buf: Vec<u8>| {
+                if result.is_ok() {
+                    // SAFETY: the read succeeded with `len` bytes (Request::finish checks
+                    // the count), which librbd wrote into the first `len` bytes of the
+                    // room reserved above.
+                    unsafe { buf.set_len(len) };
+                }
+                done(result, buf);
+            },
+        });
+        self.start(request, |c| {
+            // SAFETY: the handle is open; ptr points to `len` bytes of room in the request's
+            // buffer, which the completion owns and frees only after librbd called back,
+            // when librbd no longer writes to it. A Vec's bytes do not move with the Vec.
+            unsafe { sys::rbd_aio_read2(self.handle, offset, len, ptr.cast(), c, READ_FLAGS) }
         });
     }
 
@@ -317,6 +353,7 @@ impl Image {
             op: "write zeroes",
             image: self.name.clone(),
             offset,
+            want: None,
             data: (),
             done: move |r, ()| done(r),
         });
@@ -621,6 +658,8 @@ struct Request<B, F> {
     op: &'static str,
     image: String,
     offset: u64,
+    /// The bytes a read must return; `None` for a write.
+    want: Option<usize>,
     data: B,
     done: F,
 }
@@ -630,6 +669,12 @@ impl<B, F: FnOnce(Result<()>, B)> Request<B, F> {
     fn finish(self, ret: i64) {
         let result = match ret {
             r if r < 0 => Err(io_error(r, self.op, &self.image, self.offset)),
+            r if self.want.is_some_and(|want| r as usize != want) => Err(Error::io(
+                self.op,
+                &self.image,
+                self.offset,
+                io::ErrorKind::UnexpectedEof.into(),
+            )),
             _ => Ok(()),
         };
         (self.done)(result, self.data);
