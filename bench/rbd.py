@@ -11,7 +11,8 @@ Scenarios (each tool into a fresh destination, removed after every run):
   b  full copy from cluster 1 to cluster 2: rbdcp, rbd export | rbd import, qemu-img convert
   c  incremental s1..s2 from cluster 1 to cluster 2: rbdcp --from-snap, export-diff | import-diff
   d  cluster 2's own write ceiling: rados bench (once per round of b), against rbdcp's b throughput
-  e  b and c again with every destination-side client using cluster 2's far.conf ("5 ms away")
+  e  b, c and f again with every destination-side client using cluster 2's far.conf ("5 ms away")
+  f  small incremental s2..s3 (4 MiB) from cluster 1 to cluster 2: rbdcp --from-snap, export-diff | import-diff
 
 Environment:
   RBDCP_CONF1, RBDCP_CONF2  the two clusters' ceph.conf (required; scripts/with-clusters.sh sets them)
@@ -70,6 +71,7 @@ DATA_BYTES = int(os.environ.get("RBD_DATA_MIB") or 256) * MIB   # data of bsrc@s
 IMAGE_SIZE = 2 * DATA_BYTES
 EXT_MIN, EXT_MAX = 64 * KIB, 4 * MIB
 CHANGE_BYTES = DATA_BYTES // 4  # s1..s2: records of REC_MIN..REC_MAX
+SMALL_BYTES = 4 * MIB           # s2..s3: records of REC_MIN..REC_MAX (issue 12, point 4)
 REC_MIN, REC_MAX = 4 * KIB, 1 * MIB
 ZERO_RECORDS = 2                # of the change records, this many become 'z' (zeroed) records
 ALIGN = 4 * KIB
@@ -78,6 +80,7 @@ BEGIN, END = "<!-- rbd:begin -->", "<!-- rbd:end -->"
 REF = "rbdcp"
 # targets
 PIPE_FACTOR = 3.0
+SMALL_FACTOR = 1.5              # the small incremental copy, pipe / rbdcp (issue 12, point 4: the target)
 CPU_FACTOR = 1.1                # client CPU per GiB, rbdcp against the lowest peer (issue 12, point 5)
 CEILING_SHARE = 0.80
 
@@ -154,9 +157,9 @@ def configure():
     c.strict = os.environ.get("BENCH_STRICT") == "1"
     c.rbdcp_args = shlex.split(os.environ.get("RBDCP_ARGS", ""))
     only = os.environ.get("BENCH_ONLY", "").strip()
-    c.only = set(x.strip() for x in only.split(",") if x.strip()) if only else set("abcde")
-    if not c.only <= set("abcde"):
-        die(f"BENCH_ONLY: unknown scenario(s) {sorted(c.only - set('abcde'))}; use a,b,c,d,e")
+    c.only = set(x.strip() for x in only.split(",") if x.strip()) if only else set("abcdef")
+    if not c.only <= set("abcdef"):
+        die(f"BENCH_ONLY: unknown scenario(s) {sorted(c.only - set('abcdef'))}; use a,b,c,d,e,f")
     default_out = os.path.join(REPO, "BENCHMARKS.md") if not only else "-"
     c.out = os.environ.get("BENCH_OUT", default_out)
     c.bench_dir = os.environ.get("BENCH_DIR", "/var/tmp/rbdcp-bench")
@@ -344,6 +347,21 @@ def make_source(c, work):
                 img[off:off + n] = b
         f.write(b"e")
     s.h2 = (hashlib.sha256(img).hexdigest(), IMAGE_SIZE)
+    # s2..s3: a small change, SMALL_BYTES in records of 4 KiB..1 MiB (the hourly backup's case).
+    small = plan(rng, SMALL_BYTES, IMAGE_SIZE, REC_MIN, REC_MAX)
+    diff3 = os.path.join(work, "s2-s3.diff")
+    with open(diff3, "wb") as f:
+        f.write(b"rbd diff v1\n")
+        for tag, name in ((b"f", b"s2"), (b"t", b"s3")):
+            f.write(tag + struct.pack("<I", len(name)) + name)
+        f.write(b"s" + struct.pack("<Q", IMAGE_SIZE))
+        for off, n in small:
+            b = rng.randbytes(n)
+            f.write(b"w" + struct.pack("<QQ", off, n) + b)
+            img[off:off + n] = b
+        f.write(b"e")
+    s.h3 = (hashlib.sha256(img).hexdigest(), IMAGE_SIZE)
+    s.small_records = len(small)
     del img
     s.records = len(recs)
     s.zero_records = [recs[i] for i in sorted(zero_idx)]
@@ -359,12 +377,15 @@ def make_source(c, work):
     run(rbd(c.conf1, "snap", "create", "--no-progress", f"{POOL}/{SRC}@s1"))
     run(rbd(c.conf1, "import-diff", "--no-progress", diff, f"{POOL}/{SRC}"), timeout=300)  # creates s2
     os.unlink(diff)
+    run(rbd(c.conf1, "import-diff", "--no-progress", diff3, f"{POOL}/{SRC}"), timeout=300)  # creates s3
+    os.unlink(diff3)
     _, out, _ = run(rbd(c.conf1, "snap", "ls", f"{POOL}/{SRC}"))
     snaps = re.findall(r"^\s*\d+\s+(\S+)\s", out, re.M)
-    if snaps != ["s1", "s2"]:
-        die(f"{POOL}/{SRC} has snapshots {snaps}, expected s1, s2:\n{out}")
+    if snaps != ["s1", "s2", "s3"]:
+        die(f"{POOL}/{SRC} has snapshots {snaps}, expected s1, s2, s3:\n{out}")
     check_copy(c.conf1, f"{SRC}@s1", s.h1, "source bsrc@s1 equals the generated image")
     check_copy(c.conf1, f"{SRC}@s2", s.h2, "source bsrc@s2 equals the generated image + diff")
+    check_copy(c.conf1, f"{SRC}@s3", s.h3, "source bsrc@s3 equals s2 + the small diff")
     # What librbd reports, i.e. what every tool has to read: each object from its offset 0 to its
     # last written byte, so this exceeds the data written.
     s.alloc_s1 = diff_bytes(c.conf1, f"{POOL}/{SRC}@s1")
@@ -569,6 +590,20 @@ def scenarios(c, s, qemu):
                 rbd(C1, "export-diff", "--no-progress", "--from-snap", "s1", f"{POOL}/{SRC}@s2", "-"),
                 rbd(dconf, "import-diff", "--no-progress", "-", f"{POOL}/{INC}")]),
         ], (f"{INC}@s2", s.h2), prepare=prep))
+    for key, dconf, label in (("f", C2, "cluster 1 to cluster 2"),
+                              ("e-f", FAR, "cluster 1 to cluster 2, destination 5 ms away (far.conf)")):
+        if key[0] not in c.only:
+            continue
+        # untimed, before every run: cluster 2 gets binc holding s2 (rbdcp creates the snapshot)
+        prep = R + ["copy", loc(SRC, C1, "s2"), loc(INC, C2), "--no-progress"]
+        out.append(Scenario(key, f"Small incremental s2..s3 ({SMALL_BYTES // MIB} MiB), {label}", SMALL_BYTES,
+                            C2, INC, [
+            ("rbdcp", [R + ["copy", loc(SRC, C1, "s3"), loc(INC, dconf), "--from-snap", "s2", "--no-progress",
+                            *c.rbdcp_args]]),
+            ("rbd export-diff | rbd import-diff", [
+                rbd(C1, "export-diff", "--no-progress", "--from-snap", "s2", f"{POOL}/{SRC}@s3", "-"),
+                rbd(dconf, "import-diff", "--no-progress", "-", f"{POOL}/{INC}")]),
+        ], (f"{INC}@s3", s.h3), prepare=prep))
     return out
 
 
@@ -682,6 +717,15 @@ def verdicts(c, scs):
         if "qemu-img convert" in sc.runs:
             q = tool_median(sc, "qemu-img convert")
             lines.append(f"- (no target) qemu-img convert {where} ({sc.key}): {q:.3f} s, ratio {q / r:.2f}.")
+    for key, where in (("f", "across clusters"), ("e-f", "5 ms away")):
+        if key not in by:
+            continue
+        sc = by[key]
+        pipe = "rbd export-diff | rbd import-diff"
+        r, t = tool_median(sc, REF), tool_median(sc, pipe)
+        add(t > r, f"a {SMALL_BYTES // MIB} MiB incremental copy {where} ({key}) beats `{pipe}`: rbdcp {r:.3f} s, "
+                   f"pipe {t:.3f} s, ratio {t / r:.2f} (need > 1.00; the target is {SMALL_FACTOR:.1f}: "
+                   f"{'met' if t / r >= SMALL_FACTOR else 'not met'}).")
     for sc in scs:
         peers = [name for name, _ in sc.tools if name != REF]
         if not peers:
@@ -768,14 +812,19 @@ def write_report(c, info, scs, verdict_lines):
         "here, applied with `rbd import-diff`). "
         f"`rbd diff` reports {s.alloc_s1 / MIB:.1f} MiB in s1 and {s.alloc_s12 / MIB:.1f} MiB changed from s1 "
         "to s2 (librbd lists each object from its offset 0 to its last written byte, not the extents inside), "
-        "so the tools read those amounts, zeroes included; the MiB/s below count only the data.",
+        "so the tools read those amounts, zeroes included; the MiB/s below count only the data. "
+        f"Snapshot `s3`: s2 plus a small change, {SMALL_BYTES // MIB} MiB of new data in {s.small_records} "
+        "scattered records of 4 KiB-1 MiB (applied alike), the hourly backup's case: its cost is mostly the "
+        "fixed cost of a run (connect, open, lock, snapshot).",
         "- Method: per scenario one untimed warm-up run per tool, each checked once: the sha256 of `rbd export` of "
         "the copy must equal the source snapshot's (a mismatch fails the run). Then "
         f"{c.rounds} timed rounds; in each round every tool runs once, the order rotating round by round "
         "(round 1: A B C, round 2: B C A, ...). Every run goes into a fresh destination, removed after it "
         "(`rbd snap purge`, `rbd rm`). Wall time from Python's `perf_counter` around the whole command or "
         "pipeline (process start and cluster connection included). Client CPU = user+sys of the tool's "
-        "processes; OSD CPU = user+sys both OSDs used meanwhile (the machine has "
+        "processes (from `wait4`, each process under GNU `time`, whose `%M` gives its peak RSS: a child forked "
+        "from the bench's Python would start at Python's RSS; the RSS column is the largest process of the "
+        "command line); OSD CPU = user+sys both OSDs used meanwhile (the machine has "
         f"{os.cpu_count()} cores; the mons, and other users, are not counted). MiB/s = source data bytes "
         f"(s1: {DATA_BYTES // MIB} MiB; incremental: the {CHANGE_BYTES // MIB} MiB of changed ranges) / median "
         "seconds, 1 MiB = 2^20 bytes. \"5 ms away\": every destination-side client reads cluster 2's "

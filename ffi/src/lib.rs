@@ -288,6 +288,10 @@ extern "C" {
         lock_mode: rbd_lock_mode_t,
         lock_owner: *const c_char,
     ) -> c_int;
+    /// Takes the image's managed lock in `lock_mode` and keeps it until released or closed
+    /// (not handed over when another client asks); `-EINVAL` without the exclusive-lock
+    /// feature.
+    pub fn rbd_lock_acquire(image: rbd_image_t, lock_mode: rbd_lock_mode_t) -> c_int;
     /// Gets the id of snapshot `snapname`.
     pub fn rbd_snap_get_id(image: rbd_image_t, snapname: *const c_char, snap_id: *mut u64)
         -> c_int;
@@ -382,6 +386,19 @@ extern "C" {
     /// Marks writes through `io` to try even when the pool is full, so that the OSD answers
     /// ENOSPC or EDQUOT instead of the client holding them back until the pool has room.
     pub fn rados_set_pool_full_try(io: rados_ioctx_t);
+
+    /// Runs object class method `cls`.`method` on object `oid` with input `in_buf`, its
+    /// output into `buf` (room for `out_len`); the method's result or `-errno`.
+    pub fn rados_exec(
+        io: rados_ioctx_t,
+        oid: *const c_char,
+        cls: *const c_char,
+        method: *const c_char,
+        in_buf: *const c_char,
+        in_len: usize,
+        buf: *mut c_char,
+        out_len: usize,
+    ) -> c_int;
 
     /// Drops the image's client-side cache.
     pub fn rbd_invalidate_cache(image: rbd_image_t) -> c_int;

@@ -28,6 +28,10 @@ pub struct SourceOptions {
     pub whole_object: bool,
     /// How to reach a cluster when the location does not say.
     pub access: Access,
+    /// List the extents while opening, for the first call of
+    /// [`crate::engine::ImageSource::extents`]: a job opens its source while the
+    /// destination opens, so the listing's round trips overlap the destination's.
+    pub list: bool,
 }
 
 /// How to open a destination.

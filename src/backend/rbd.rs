@@ -100,6 +100,8 @@ pub struct RbdSource {
     base: Option<String>,
     mode: Mode,
     identity: Vec<(String, String)>,
+    /// Extents listed while opening, handed to the first caller of `extents`.
+    listed: Mutex<Option<Vec<Extent>>>,
 }
 
 /// How a source lists what changed.
@@ -159,14 +161,19 @@ impl RbdSource {
             identity.push(("base snapshot id".into(), image.snap_id(base)?.to_string()));
         }
         identity.push(("size".into(), stat.size.to_string()));
-        Ok(RbdSource {
+        let source = RbdSource {
             image,
             label,
             stat,
             base: opts.base.clone(),
             mode,
             identity,
-        })
+            listed: Mutex::new(None),
+        };
+        if opts.list {
+            *source.listed.lock().unwrap() = Some(source.diff()?);
+        }
+        Ok(source)
     }
 
     /// The extents as librbd reports them, one per callback (what `rbd diff` prints, or
@@ -247,7 +254,10 @@ impl ImageSource for RbdSource {
     }
 
     fn extents(&self) -> Result<Vec<Extent>> {
-        self.diff()
+        match self.listed.lock().unwrap().take() {
+            Some(listed) => Ok(listed),
+            None => self.diff(),
+        }
     }
 
     fn diff_mode(&self) -> Option<&'static str> {
@@ -308,17 +318,28 @@ pub fn prepare(spec: &RbdSpec, access: &Access) -> Result<Prepared> {
     let spec = spec.head();
     let label = spec.to_string();
     let pool = pool(&spec, access)?;
-    let lease = Lease::take(&pool, &spec.image, &label)?;
     let staged_name = format!("{}{STAGED}", spec.image);
-    // Both opens at once: each is several round trips.
-    let (staged, target) = std::thread::scope(|s| {
+    // The lease and both opens at once: each is one or several round trips, and opening
+    // changes nothing, so it need not wait for the lease.
+    let (lease, staged, target) = std::thread::scope(|s| {
+        let lease = s.spawn(|| Lease::take(&pool, &spec.image, &label));
         let staged = s.spawn(|| open_existing(&pool, &staged_name, &label));
         let target = open_existing(&pool, &spec.image, &label);
-        (staged.join().expect("an open does not panic"), target)
+        let lease = lease.join().expect("taking a lease does not panic");
+        (
+            lease,
+            staged.join().expect("an open does not panic"),
+            target,
+        )
     });
-    let (staged, target) = (staged?, target?);
+    let (lease, staged, target) = (lease?, staged?, target?);
     for image in staged.iter().chain(&target) {
         release_dead(image, &lease)?;
+    }
+    // An existing image is written in place (an incremental copy, or a resumed one): its
+    // lock is taken now, while the source opens, not by the first write.
+    if let Some(image) = &target {
+        image.lock_acquire()?;
     }
     Ok(Prepared {
         spec,
@@ -348,7 +369,7 @@ impl Prepared {
                 Image::remove(&pool, &staged_name, &label)?;
             }
             if let Some(image) = &target {
-                image.meta_remove(RECORD_KEY)?;
+                image.meta_drop(RECORD_KEY)?;
             }
         }
         if let Some(image) = staged.take() {
@@ -458,7 +479,7 @@ pub fn discard(spec: &RbdSpec, access: &Access) -> Result<bool> {
     }
     if let Some(image) = open_existing(&pool, &spec.image, &label)? {
         if image.meta_get(RECORD_KEY)?.is_some() {
-            image.meta_remove(RECORD_KEY)?;
+            image.meta_drop(RECORD_KEY)?;
             any = true;
         }
     }
@@ -476,11 +497,11 @@ impl Store for RbdStore {
     }
 
     fn save(&self, record: &str) -> Result<()> {
-        self.image.meta_set(RECORD_KEY, record)
+        self.image.meta_put(RECORD_KEY, record)
     }
 
     fn clear(&self) -> Result<()> {
-        self.image.meta_remove(RECORD_KEY)
+        self.image.meta_drop(RECORD_KEY)
     }
 }
 
@@ -629,7 +650,7 @@ impl ImageSink for RbdSink {
         }
         if let Some(snap) = &self.snap {
             if let Some(made) = &self.provenance {
-                self.image.meta_set(&provenance_key(snap), made)?;
+                self.image.meta_put(&provenance_key(snap), made)?;
             }
             self.image.snap_create(snap)?;
             fault::point("after-snap");

@@ -95,6 +95,7 @@ fn once(job: &Copy, ctx: &Context) -> Result<Outcome> {
         base: job.from_snap.clone(),
         whole_object: job.whole_object,
         access: ctx.access.clone(),
+        list: true,
     };
     let (src, prepared) = ctx.prepare(&job.dst, || open_source(&job.src, &src_opts))?;
     let src = ctx.retried_source(src);

@@ -62,7 +62,7 @@ pub struct CreateOptions {
 pub struct Image {
     handle: sys::rbd_image_t,
     name: String,
-    _pool: Arc<Pool>,
+    pool: Arc<Pool>,
 }
 
 // SAFETY: librbd's image handle may be used from many threads at once: ImageCtx guards its
@@ -144,7 +144,7 @@ impl Image {
         Ok(Image {
             handle,
             name: label.to_owned(),
-            _pool: Arc::clone(pool),
+            pool: Arc::clone(pool),
         })
     }
 
@@ -564,6 +564,68 @@ impl Image {
         }
     }
 
+    /// Sets image-meta `key` to `value` by one call on the image header, without librbd's
+    /// header-update notice: that notice makes every open handle, this one included, reread
+    /// the whole header before its next operation (six round trips). For rbdcp's own
+    /// records, which no librbd client keeps in memory; [`Image::meta_get`] reads them back.
+    pub fn meta_put(&self, key: &str, value: &str) -> Result<()> {
+        // cls_rbd's metadata_set takes a map<string, bufferlist>: a count, then each key
+        // and value as a 32-bit little-endian length and the bytes.
+        let mut input = Vec::with_capacity(12 + key.len() + value.len());
+        input.extend_from_slice(&1u32.to_le_bytes());
+        for bytes in [key.as_bytes(), value.as_bytes()] {
+            input.extend_from_slice(&len32(bytes.len(), "metadata")?.to_le_bytes());
+            input.extend_from_slice(bytes);
+        }
+        self.exec_header(c"metadata_set", &input, "metadata_set")
+    }
+
+    /// Removes image-meta `key` as [`Image::meta_put`] sets it; a key that is not set is no
+    /// error.
+    pub fn meta_drop(&self, key: &str) -> Result<()> {
+        // metadata_remove takes the key as a string: its length, then the bytes.
+        let mut input = Vec::with_capacity(4 + key.len());
+        input.extend_from_slice(&len32(key.len(), "metadata key")?.to_le_bytes());
+        input.extend_from_slice(key.as_bytes());
+        match self.exec_header(c"metadata_remove", &input, "metadata_remove") {
+            Err(Error::Open { err, .. }) if err.raw_os_error() == Some(libc::ENOENT) => Ok(()),
+            other => other,
+        }
+    }
+
+    /// Calls cls_rbd's `method` on the image's header object with `input`.
+    fn exec_header(&self, method: &CStr, input: &[u8], op: &'static str) -> Result<()> {
+        let oid = cstr(&format!("rbd_header.{}", self.id()?), "header object")?;
+        let mut out = [0u8; 64];
+        // SAFETY: the pool's ioctx is open while the image holds it; the strings and both
+        // buffers outlive the call, with the lengths given.
+        let ret = unsafe {
+            sys::rados_exec(
+                self.pool.raw().cast(),
+                oid.as_ptr(),
+                c"rbd".as_ptr(),
+                method.as_ptr(),
+                input.as_ptr().cast(),
+                input.len(),
+                out.as_mut_ptr().cast(),
+                out.len(),
+            )
+        };
+        check(ret.into(), op, &self.name).map(drop)
+    }
+
+    /// Takes the image's exclusive lock now, and keeps it until the image is closed, instead
+    /// of when the first write needs it; an image without the exclusive-lock feature has
+    /// none to take.
+    pub fn lock_acquire(&self) -> Result<()> {
+        // SAFETY: the handle is open.
+        let ret = unsafe { sys::rbd_lock_acquire(self.handle, sys::RBD_LOCK_MODE_EXCLUSIVE) };
+        match ret {
+            r if r == -libc::EINVAL => Ok(()),
+            r => check(r.into(), "rbd_lock_acquire", &self.name).map(drop),
+        }
+    }
+
     /// The snapshots' names, oldest first.
     pub fn snap_list(&self) -> Result<Vec<String>> {
         let mut max: c_int = 16;
@@ -705,4 +767,9 @@ impl Drop for Image {
         // holds it, since Image is not Clone.
         unsafe { sys::rbd_close(self.handle) };
     }
+}
+
+/// `len` as the 32-bit length of Ceph's encoding.
+fn len32(len: usize, what: &str) -> Result<u32> {
+    u32::try_from(len).map_err(|_| Error::Unsupported(format!("{what} of {len} bytes is too long")))
 }
