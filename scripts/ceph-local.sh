@@ -683,6 +683,8 @@ cmd_start() {
 	launch "$DIR/log/osd.0.out" env "${PRELOAD[@]}" ceph-osd -c "$CONF" -i 0 || die "ceph-osd failed to start"
 	osd=$(read_pidfile osd.0)
 	step "pool create" C osd pool create rbd 8 8 replicated # a mon-only operation, overlaps the OSD boot
+	# A second pool, for backups and copies from pool to pool within one cluster.
+	step "pool create backup" C osd pool create backup 8 8 replicated
 	local st=''
 	deadline=$((SECONDS + 60))
 	while :; do
@@ -697,6 +699,7 @@ cmd_start() {
 	log "osd.0 up (pid $osd)"
 
 	step "rbd pool init" RBD pool init rbd
+	step "rbd pool init backup" RBD pool init backup
 	write_conf "$DIR/far.conf" \
 		"# client side: delay each message from an OSD by a random 0-10 ms (\"destination 5 ms away\");" \
 		"# measured: a sequential 4 KiB read takes ~8 ms instead of ~0.1 ms (~4 ms of it is a fixed cost" \

@@ -59,6 +59,9 @@ pub enum Error {
     /// The combination asked for cannot be done.
     #[error("{0}")]
     Unsupported(String),
+    /// A setting is wrong: an environment variable, a time zone.
+    #[error("{0}")]
+    Config(String),
     /// Connecting to a cluster failed.
     #[error("cannot connect to {cluster}: {err}{}", connect_hint(.err))]
     Connect {
@@ -322,7 +325,7 @@ impl Error {
         match self {
             Error::Busy { .. } => Exit::Busy,
             Error::Refused { .. } => Exit::Refused,
-            Error::Location { .. } | Error::Unsupported(_) => Exit::Usage,
+            Error::Location { .. } | Error::Unsupported(_) | Error::Config(_) => Exit::Usage,
             Error::Retried { last: e, .. }
             | Error::Resumable { cause: e, .. }
             | Error::Abandoned { cause: e, .. } => e.exit(),

@@ -4,8 +4,11 @@
 //! outside those tests) a point costs one environment lookup.
 //!
 //! Points: `after-write` (the data is durable, nothing renamed), `after-rename`,
-//! `after-snap` (the destination snapshot exists, the record not yet removed), and
-//! `checkpoint:N` (just after the N-th progress record was saved).
+//! `after-provenance` (the new snapshot's provenance record is written, the snapshot not
+//! yet made), `after-snap` (the destination snapshot exists, the record not yet removed),
+//! `checkpoint:N` (just after the N-th progress record was saved), and for a backup
+//! `after-source-snap` (the source snapshot is made, nothing copied) and `retention`
+//! (after each destination snapshot retention removed).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 

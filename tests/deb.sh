@@ -55,10 +55,12 @@ say "ok: Containerfile installs $(basename "$deb") and runs $entry"
 
 # The examples run what the package and the image provide.
 for unit in examples/systemd/*.service; do
-    exe=$(sed -n 's/.*exec \(\/usr\/bin\/[a-z]*\).*/\1/p' "$unit")
+    exe=$(sed -n -e 's/.*exec \(\/usr\/bin\/[a-z]*\).*/\1/p' -e 's/^ExecStart=\(\/usr\/bin\/[a-z]*\) .*/\1/p' "$unit")
     [[ -n $exe ]] && dpkg-deb -c "$deb" | awk '{print $6}' | grep -qx ".$exe" \
         || { say "$unit runs '$exe', which the package lacks"; exit 1; }
 done
-image=$(sed -n 's/^ *image: //p' examples/kubernetes/rbdcp-cronjob.yaml)
-[[ $image == *":$version" ]] || { say "the CronJob's image $image is not version $version"; exit 1; }
+for job in examples/kubernetes/*.yaml; do
+    image=$(sed -n 's/^ *image: //p' "$job")
+    [[ $image == *":$version" ]] || { say "$job: the image $image is not version $version"; exit 1; }
+done
 say "ok: the systemd and Kubernetes examples use the package's $entry and version $version"

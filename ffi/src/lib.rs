@@ -270,6 +270,18 @@ extern "C" {
     ) -> c_int;
     /// Sets image-meta `key` to `value`.
     pub fn rbd_metadata_set(image: rbd_image_t, key: *const c_char, value: *const c_char) -> c_int;
+    /// Lists up to `max` image-meta entries (0: all) whose keys sort after `start`: the keys,
+    /// each NUL-terminated, into `keys` (room for `*key_len`) and the values likewise into
+    /// `values`; `-ERANGE` with the room needed in both lengths if either is too small.
+    pub fn rbd_metadata_list(
+        image: rbd_image_t,
+        start: *const c_char,
+        max: u64,
+        keys: *mut c_char,
+        key_len: *mut usize,
+        values: *mut c_char,
+        vals_len: *mut usize,
+    ) -> c_int;
     /// Removes image-meta `key`; `-ENOENT` if it is not set.
     pub fn rbd_metadata_remove(image: rbd_image_t, key: *const c_char) -> c_int;
     /// Lists the owners of the image's managed lock (client addresses) into `lock_owners`

@@ -651,10 +651,138 @@ impl ImageSink for RbdSink {
         if let Some(snap) = &self.snap {
             if let Some(made) = &self.provenance {
                 self.image.meta_put(&provenance_key(snap), made)?;
+                fault::point("after-provenance");
             }
             self.image.snap_create(snap)?;
             fault::point("after-snap");
         }
         Ok(())
     }
+}
+
+/// The image-meta key prefix of snapshot provenance records (see [`Managed::provenance`]).
+pub const PROVENANCE: &str = "rbdcp.snap.";
+/// The image-meta key prefix of the marks `rbdcp protect` sets on snapshots.
+pub const PROTECTED: &str = "rbdcp.protect.";
+
+/// An RBD image opened to manage its snapshots and rbdcp's records of them (`backup`):
+/// the head, read and written by librbd itself, never by a copy.
+pub struct Managed {
+    image: Image,
+    pool: Arc<Pool>,
+    spec: RbdSpec,
+}
+
+impl Managed {
+    /// Opens the head of `spec`; `None` when there is no such image.
+    pub fn open(spec: &RbdSpec, access: &Access) -> Result<Option<Managed>> {
+        let spec = spec.head();
+        let pool = pool(&spec, access)?;
+        let label = spec.to_string();
+        Ok(open_existing(&pool, &spec.image, &label)?.map(|image| Managed { image, pool, spec }))
+    }
+
+    /// The image as the user named it.
+    pub fn label(&self) -> String {
+        self.spec.to_string()
+    }
+
+    /// What identifies the image: its cluster's fsid, its pool's id and its own id (the
+    /// fields of a provenance record).
+    pub fn identity(&self) -> Result<Vec<(String, String)>> {
+        Ok(vec![
+            ("cluster fsid".to_owned(), self.pool.cluster().fsid()?),
+            ("pool id".to_owned(), self.pool.id().to_string()),
+            ("image id".to_owned(), self.image.id()?),
+        ])
+    }
+
+    /// Its snapshots, oldest first.
+    pub fn snaps(&self) -> Result<Vec<crate::rbd::Snap>> {
+        self.image.snaps()
+    }
+
+    /// Creates snapshot `snap` (librbd asks the image's lock owner to, if another client
+    /// holds it).
+    pub fn snap_create(&self, snap: &str) -> Result<()> {
+        self.image.snap_create(snap)
+    }
+
+    /// Removes snapshot `snap` and rbdcp's records of it.
+    pub fn snap_remove(&self, snap: &str) -> Result<()> {
+        self.image.snap_remove(snap)?;
+        self.image.meta_drop(&provenance_key(snap))?;
+        self.image.meta_drop(&format!("{PROTECTED}{snap}"))
+    }
+
+    /// The provenance records of its snapshots, by snapshot name: the JSON object each
+    /// snapshot rbdcp made here got (the source's fsid, pool, image and snapshot ids, ...).
+    pub fn provenance(&self) -> Result<Vec<(String, String)>> {
+        let all = self.image.meta_list(PROVENANCE)?;
+        Ok(all
+            .into_iter()
+            .map(|(k, v)| (k[PROVENANCE.len()..].to_owned(), v))
+            .collect())
+    }
+
+    /// The snapshots marked by `rbdcp protect`.
+    pub fn protected(&self) -> Result<Vec<String>> {
+        let all = self.image.meta_list(PROTECTED)?;
+        Ok(all
+            .into_iter()
+            .map(|(k, _)| k[PROTECTED.len()..].to_owned())
+            .collect())
+    }
+
+    /// Marks snapshot `snap` as protected from retention, or (`on == false`) unmarks it.
+    pub fn protect(&self, snap: &str, on: bool) -> Result<()> {
+        if !self.image.snap_exists(snap)? {
+            return Err(Error::NoSnap {
+                image: self.label(),
+                snap: snap.to_owned(),
+            });
+        }
+        let key = format!("{PROTECTED}{snap}");
+        match on {
+            true => self.image.meta_put(&key, "1"),
+            false => self.image.meta_drop(&key),
+        }
+    }
+
+    /// Whether a job left a progress record in the image (an interrupted in-place copy).
+    pub fn recorded(&self) -> Result<bool> {
+        Ok(self.image.meta_get(RECORD_KEY)?.is_some())
+    }
+
+    /// Renames the image to `name` in its pool (closing it first).
+    pub fn rename(self, name: &str) -> Result<()> {
+        let Managed { image, pool, spec } = self;
+        drop(image);
+        Image::rename(&pool, &spec.image, name, &spec.to_string())
+    }
+}
+
+/// Takes the lease of a backup of `spec` (beside the lease each copy takes on the image):
+/// a second backup of the same destination fails at once with [`Error::Busy`], before it
+/// touches either side.
+pub fn backup_lease(spec: &RbdSpec, access: &Access) -> Result<Lease> {
+    let spec = spec.head();
+    let pool = pool(&spec, access)?;
+    Lease::take(&pool, &format!("{}@backup", spec.image), &spec.to_string())
+}
+
+/// The progress record an interrupted job left for `spec`: in its staged image (a copy to
+/// a new image) or in the image itself (one written in place).
+pub fn leftover(spec: &RbdSpec, access: &Access) -> Result<Option<String>> {
+    let spec = spec.head();
+    let pool = pool(&spec, access)?;
+    let label = spec.to_string();
+    for name in [format!("{}{STAGED}", spec.image), spec.image.clone()] {
+        if let Some(image) = open_existing(&pool, &name, &label)? {
+            if let Some(record) = image.meta_get(RECORD_KEY)? {
+                return Ok(Some(record));
+            }
+        }
+    }
+    Ok(None)
 }

@@ -15,7 +15,8 @@ Sizes and rates: 4096, 4K, 4M, 1G, 200MiB, 1.5GiB (K, M, G, T are powers of 1024
 
 Exit status: 0 done (or nothing left to do); 1 the job failed (or the images differ), a retry
 may help: a rerun of the same command resumes it; 2 usage, configuration or permission error,
-do not retry; 3 refused until an operator decides (a progress record made for another source);
+do not retry; 3 refused until an operator decides (a broken backup chain; a progress record
+made for another source);
 4 busy: another run holds the destination; 130/143 stopped by SIGINT/SIGTERM (resumable).
 
 Examples:
@@ -96,6 +97,18 @@ pub enum Command {
     /// Apply an `rbd export-diff` v1 stream to an image, many writes in flight.
     #[command(name = "import-diff", after_help = AFTER_HELP)]
     ImportDiff(ImportDiffArgs),
+    /// Back up an RBD image: snapshot it, copy what changed since the newest snapshot both sides hold, keep a history with retention.
+    #[command(after_help = BACKUP_HELP)]
+    Backup(BackupArgs),
+    /// Print a backup destination's chain of snapshots, and what retention would keep.
+    #[command(name = "backup-list", after_help = BACKUP_HELP)]
+    BackupList(BackupListArgs),
+    /// Mark a backup snapshot (rbd:POOL/IMAGE@SNAP) so that retention never removes it.
+    #[command(after_help = AFTER_HELP)]
+    Protect(ProtectArgs),
+    /// Remove the mark `rbdcp protect` set.
+    #[command(after_help = AFTER_HELP)]
+    Unprotect(ProtectArgs),
     /// Remove what an interrupted run staged for DST (a staged image or file) and its progress record; nothing else.
     #[command(after_help = AFTER_HELP)]
     Discard(DiscardArgs),
@@ -120,6 +133,148 @@ pub struct ManArgs {
     /// Where the pages go (created if missing).
     #[arg(value_name = "DIR")]
     pub dir: PathBuf,
+}
+
+const BACKUP_HELP: &str = "\
+Snapshots: a backup takes the source snapshot PREFIX-%Y%m%dT%H%M%SZ (UTC; the clock is
+RBDCP_NOW, RFC 3339, when set), copies what changed since the newest snapshot both sides hold
+as the same data (the destination records the source's cluster fsid, pool, image and snapshot
+ids with each snapshot it received), creates it on the destination once every write landed,
+then applies retention. Snapshots whose names do not match PREFIX-%Y%m%dT%H%M%SZ exactly are
+never touched, and the newest common base is never removed.
+
+Retention (Proxmox Backup Server's rules): --keep-last, --keep-hourly, --keep-daily,
+--keep-weekly (ISO weeks), --keep-monthly, --keep-yearly, in that order; each keeps the newest
+snapshot of each of its N newest calendar buckets (in --timezone) not already kept by an earlier
+rule. No --keep-* at all: nothing is removed from the destination. The source keeps its
+--source-keep-last newest PREFIX- snapshots up to the newest common base, and loses the older.
+
+Caps: the source user needs snapshots (profile rbd); the destination user writes.
+
+Exit status: 0 done (or nothing to do); 1 failed, a retry may help (a rerun resumes); 2 usage,
+configuration or permission; 3 refused: a broken chain (see --on-broken-chain), or a progress
+record made for another source; 4 busy: another run holds the destination.
+
+Examples:
+  rbdcp backup rbd:rbd/vm rbd:backup/vm:conf=/etc/ceph/backup.conf --keep-hourly 24 --keep-daily 7
+  rbdcp backup-list rbd:backup/vm:conf=/etc/ceph/backup.conf --keep-daily 7
+  rbdcp copy rbd:backup/vm@rbdcp-20260301T020000Z:conf=/etc/ceph/backup.conf rbd:rbd/vm-restored";
+
+/// Retention rules (Proxmox Backup Server's).
+#[derive(Debug, Args, Clone)]
+#[command(next_help_heading = "Retention")]
+pub struct KeepArgs {
+    /// Keep the N newest snapshots.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub keep_last: usize,
+    /// Keep the newest snapshot of each of the N newest hours that have one.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub keep_hourly: usize,
+    /// Keep the newest snapshot of each of the N newest days that have one.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub keep_daily: usize,
+    /// Keep the newest snapshot of each of the N newest ISO weeks (Monday to Sunday) that have one.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub keep_weekly: usize,
+    /// Keep the newest snapshot of each of the N newest months that have one.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub keep_monthly: usize,
+    /// Keep the newest snapshot of each of the N newest years that have one.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub keep_yearly: usize,
+    /// The time zone of the calendar buckets (an IANA name such as Europe/Berlin).
+    #[arg(long, value_name = "ZONE", default_value = "UTC")]
+    pub timezone: String,
+}
+
+/// What a broken chain gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OnBroken {
+    /// Refuse with exit code 3: an operator decides.
+    Refuse,
+    /// Rename the destination aside as IMAGE-broken-%Y%m%dT%H%M%SZ (never overwritten, never removed) and start a new chain with a full copy.
+    Full,
+}
+
+/// `rbdcp backup`.
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    /// The image to back up (rbd:POOL/IMAGE, no snapshot).
+    #[arg(value_name = "SRC")]
+    pub src: String,
+    /// The backup image (rbd:POOL/IMAGE, no snapshot), in the same cluster or another.
+    #[arg(value_name = "DST")]
+    pub dst: String,
+    /// Snapshot names are PREFIX-%Y%m%dT%H%M%SZ.
+    #[arg(long, value_name = "PREFIX", default_value = "rbdcp", value_parser = prefix)]
+    pub prefix: String,
+    #[command(flatten)]
+    pub keep: KeepArgs,
+    /// PREFIX- snapshots kept on the source, the newest common base included; older ones are removed once the backup is committed.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    pub source_keep_last: u64,
+    /// When the destination exists but shares no snapshot with the source (or was written since its newest snapshot).
+    #[arg(long, value_name = "WHAT", value_enum, default_value = "refuse")]
+    pub on_broken_chain: OnBroken,
+    /// Change nothing and create no snapshot: print one line per destination snapshot, this run's included: SNAPSHOT keep|remove RULE.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Write rbdcp_backup_POOL_IMAGE.prom (Prometheus text format, for node_exporter's textfile collector) into DIR.
+    #[arg(long, value_name = "DIR")]
+    pub metrics_textfile: Option<PathBuf>,
+    #[command(flatten)]
+    pub workers: Workers,
+    #[command(flatten)]
+    pub limits: LimitArgs,
+    /// List changes by whole objects (copies each changed object whole).
+    #[arg(long)]
+    pub whole_object: bool,
+    /// Re-read the destination after the copy and compare every chunk's crc32 with the source's.
+    #[arg(long)]
+    pub verify: bool,
+    #[command(flatten)]
+    pub retry: RetryArgs,
+    #[command(flatten)]
+    pub resume: ResumeArgs,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+fn prefix(s: &str) -> Result<String, String> {
+    match s {
+        "" => Err("must not be empty".into()),
+        s if s.contains(['@', '/', ':']) || s.chars().any(char::is_whitespace) => {
+            Err("must not hold '@', '/', ':' or spaces".into())
+        }
+        s => Ok(s.to_owned()),
+    }
+}
+
+/// `rbdcp backup-list`.
+#[derive(Debug, Args)]
+pub struct BackupListArgs {
+    /// The backup image (rbd:POOL/IMAGE).
+    #[arg(value_name = "DST")]
+    pub dst: String,
+    /// Also list the source's PREFIX- snapshots and the newest common base.
+    #[arg(long, value_name = "SRC")]
+    pub source: Option<String>,
+    /// Snapshot names are PREFIX-%Y%m%dT%H%M%SZ.
+    #[arg(long, value_name = "PREFIX", default_value = "rbdcp", value_parser = prefix)]
+    pub prefix: String,
+    #[command(flatten)]
+    pub keep: KeepArgs,
+    /// Print one JSON object instead of lines.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `rbdcp protect` and `rbdcp unprotect`.
+#[derive(Debug, Args)]
+pub struct ProtectArgs {
+    /// The backup snapshot: rbd:POOL/IMAGE@SNAP.
+    #[arg(value_name = "DST@SNAP")]
+    pub snap: String,
 }
 
 /// `rbdcp discard`.

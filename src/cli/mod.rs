@@ -1,6 +1,7 @@
 //! The binary's glue: turns parsed arguments into library calls, output and an exit code.
 
 pub mod args;
+mod backup;
 mod progress;
 mod report;
 mod streams;
@@ -52,6 +53,10 @@ pub fn run(command: Command, cluster: &ClusterArgs) -> Result<ExitCode> {
         Command::ExportDiff(a) => streams::export_diff(a, &access),
         Command::ImportDiff(a) => streams::import_diff(a, &access),
         Command::Discard(a) => discard(a, &access),
+        Command::Backup(a) => backup::backup(a, &access),
+        Command::BackupList(a) => backup::backup_list(a, &access),
+        Command::Protect(a) => backup::protect(a, true, &access),
+        Command::Unprotect(a) => backup::protect(a, false, &access),
         Command::Completions(a) => {
             let mut cmd = args::Cli::command();
             clap_complete::generate(a.shell, &mut cmd, "rbdcp", &mut std::io::stdout());
@@ -139,6 +144,9 @@ pub fn wants_json(command: &Command) -> bool {
         Command::ExportDiff(a) => a.output.json,
         Command::ImportDiff(a) => a.output.json,
         Command::Discard(a) => a.output.json,
+        Command::Backup(a) => a.output.json,
+        Command::BackupList(a) => a.json,
+        Command::Protect(_) | Command::Unprotect(_) => false,
         Command::Completions(_) | Command::Man(_) => false,
     }
 }
@@ -283,6 +291,8 @@ fn copy(a: CopyArgs, access: &Access) -> Result<ExitCode> {
         preallocate: !a.no_preallocate,
         jobs: a.workers.jobs.map(usize::from),
         chunk_size: a.workers.chunk_size,
+        supersede: false,
+        note: Vec::new(),
     };
     let ctx = context(access, &a.limits, &a.retry, Some(&a.resume), &a.output);
     let outcome =

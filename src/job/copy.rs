@@ -34,6 +34,13 @@ pub struct Copy {
     pub jobs: Option<usize>,
     /// Bytes per chunk.
     pub chunk_size: u64,
+    /// A progress record made for another source is dropped and the copy starts over,
+    /// instead of refusing: a backup sets it, since a killed backup's record is for its
+    /// own snapshot, whose changes the next one's include.
+    pub supersede: bool,
+    /// Fields added to the provenance record of the destination's new snapshot (a
+    /// backup's time).
+    pub note: Vec<(String, String)>,
 }
 
 impl Copy {
@@ -50,6 +57,8 @@ impl Copy {
             preallocate: true,
             jobs: None,
             chunk_size: engine::DEFAULT_CHUNK,
+            supersede: false,
+            note: Vec::new(),
         }
     }
 
@@ -77,7 +86,12 @@ impl Copy {
 /// Runs `job`: opens both sides, resumes from the destination's record where one matches,
 /// copies, finishes (rename, snapshot) and drops the record; then verifies, if asked.
 pub fn copy(job: &Copy, ctx: &Context) -> Result<Outcome> {
-    let mut outcome = ctx.reconnecting(|| once(job, ctx))?;
+    let mut outcome = match ctx.reconnecting(|| once(job, ctx, ctx.restart)) {
+        Err(e) if job.supersede && !ctx.restart && matches!(e.root(), Error::Refused { .. }) => {
+            ctx.reconnecting(|| once(job, ctx, true))?
+        }
+        other => other?,
+    };
     if job.verify {
         let jobs = job.jobs.unwrap_or_else(|| default_jobs(job.chunk_size));
         let mismatch = verify(job, ctx, &outcome.report, jobs)?;
@@ -87,8 +101,8 @@ pub fn copy(job: &Copy, ctx: &Context) -> Result<Outcome> {
     Ok(outcome)
 }
 
-/// One attempt at `job`'s copy.
-fn once(job: &Copy, ctx: &Context) -> Result<Outcome> {
+/// One attempt at `job`'s copy; `restart` drops what an earlier run left.
+fn once(job: &Copy, ctx: &Context, restart: bool) -> Result<Outcome> {
     let started = std::time::Instant::now();
     let src_snap = job.check()?;
     let src_opts = SourceOptions {
@@ -102,8 +116,10 @@ fn once(job: &Copy, ctx: &Context) -> Result<Outcome> {
     let snap = src_snap.filter(|_| job.dst_snap);
     let sink_opts = SinkOptions {
         overwrite: job.overwrite,
-        restart: ctx.restart,
-        provenance: snap.as_ref().map(|_| provenance(src.identity())),
+        restart,
+        provenance: snap
+            .as_ref()
+            .map(|_| provenance(src.identity().into_iter().chain(job.note.clone()).collect())),
         base: job.from_snap.clone(),
         snap,
         size: src.size(),

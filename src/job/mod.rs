@@ -7,9 +7,12 @@
 //! keeps a progress record with the destination, and a rerun of the same job continues
 //! from the record, or completes the job's end when only that was left.
 
+pub mod backup;
 pub mod copy;
 pub mod import;
+pub mod metrics;
 pub mod record;
+pub mod retention;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

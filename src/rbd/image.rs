@@ -564,6 +564,64 @@ impl Image {
         }
     }
 
+    /// Removes snapshot `snap`.
+    pub fn snap_remove(&self, snap: &str) -> Result<()> {
+        let s = cstr(snap, "snapshot name")?;
+        // SAFETY: the handle is open; s outlives the call.
+        let ret = unsafe { sys::rbd_snap_remove(self.handle, s.as_ptr()) };
+        check(ret.into(), "rbd_snap_remove", &self.name).map(drop)
+    }
+
+    /// The image-meta entries whose keys start with `prefix`, in key order.
+    pub fn meta_list(&self, prefix: &str) -> Result<Vec<(String, String)>> {
+        let mut start = cstr(prefix, "metadata key")?;
+        let mut out = Vec::new();
+        loop {
+            let (mut keys, mut vals) = (vec![0u8; 64 << 10], vec![0u8; 256 << 10]);
+            let page = loop {
+                let (mut klen, mut vlen) = (keys.len(), vals.len());
+                // SAFETY: the handle is open; start outlives the call; both buffers are
+                // valid for the lengths given, which are valid in/out-pointers.
+                let ret = unsafe {
+                    sys::rbd_metadata_list(
+                        self.handle,
+                        start.as_ptr(),
+                        PAGE,
+                        keys.as_mut_ptr().cast(),
+                        &mut klen,
+                        vals.as_mut_ptr().cast(),
+                        &mut vlen,
+                    )
+                };
+                if ret == -libc::ERANGE {
+                    keys.resize(klen.max(keys.len()), 0);
+                    vals.resize(vlen.max(vals.len()), 0);
+                    continue;
+                }
+                check(ret.into(), "rbd_metadata_list", &self.name)?;
+                let split = |b: &[u8], len: usize| -> Vec<String> {
+                    b[..len.min(b.len())]
+                        .split(|&c| c == 0)
+                        .filter(|k| !k.is_empty())
+                        .map(|k| String::from_utf8_lossy(k).into_owned())
+                        .collect()
+                };
+                break split(&keys, klen)
+                    .into_iter()
+                    .zip(split(&vals, vlen))
+                    .collect::<Vec<_>>();
+            };
+            let full = page.len() as u64 == PAGE;
+            let last = page.last().map(|(k, _)| k.clone());
+            out.extend(page.into_iter().filter(|(k, _)| k.starts_with(prefix)));
+            match last {
+                // Keys sort, so once one is past the prefix, so are the rest.
+                Some(k) if full && k.starts_with(prefix) => start = cstr(&k, "metadata key")?,
+                _ => return Ok(out),
+            }
+        }
+    }
+
     /// Sets image-meta `key` to `value` by one call on the image header, without librbd's
     /// header-update notice: that notice makes every open handle, this one included, reread
     /// the whole header before its next operation (six round trips). For rbdcp's own
@@ -628,6 +686,11 @@ impl Image {
 
     /// The snapshots' names, oldest first.
     pub fn snap_list(&self) -> Result<Vec<String>> {
+        Ok(self.snaps()?.into_iter().map(|s| s.name).collect())
+    }
+
+    /// The snapshots, oldest first.
+    pub fn snaps(&self) -> Result<Vec<Snap>> {
         let mut max: c_int = 16;
         loop {
             // SAFETY: rbd_snap_info_t is plain data; all zeroes is a valid value.
@@ -639,13 +702,17 @@ impl Image {
                 continue; // ERANGE: max now holds the count needed
             }
             let n = check(ret.into(), "rbd_snap_list", &self.name)? as usize;
-            let name = |s: &sys::rbd_snap_info_t| {
+            let snap = |s: &sys::rbd_snap_info_t| {
                 // SAFETY: librbd set each name to a NUL-terminated string it owns until
                 // rbd_snap_list_end, which runs below, after the copy.
                 let name = unsafe { CStr::from_ptr(s.name) };
-                name.to_string_lossy().into_owned()
+                Snap {
+                    id: s.id,
+                    size: s.size,
+                    name: name.to_string_lossy().into_owned(),
+                }
             };
-            let names = snaps[..n].iter().map(name).collect();
+            let names = snaps[..n].iter().map(snap).collect();
             // SAFETY: the array was filled by rbd_snap_list and is released once.
             unsafe { sys::rbd_snap_list_end(snaps.as_mut_ptr()) };
             return Ok(names);
@@ -767,6 +834,20 @@ impl Drop for Image {
         // holds it, since Image is not Clone.
         unsafe { sys::rbd_close(self.handle) };
     }
+}
+
+/// Entries per page of [`Image::meta_list`].
+const PAGE: u64 = 256;
+
+/// A snapshot of an image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snap {
+    /// Its id, which no other snapshot of the image ever gets.
+    pub id: u64,
+    /// The image's size at the snapshot, in bytes.
+    pub size: u64,
+    /// Its name.
+    pub name: String,
 }
 
 /// `len` as the 32-bit length of Ceph's encoding.
