@@ -146,9 +146,9 @@ fn a_chain_of_backups_keeps_what_retention_says_byte_for_byte() {
             r.snapshot.clone(),
             export(&c1, &format!("rbd/{img}@{}", r.snapshot)),
         );
-        // The source keeps only the newest common base.
-        let mine: Vec<String> = snaps(&c1, &img);
-        assert_eq!(mine, [names[i].clone()], "run {}", i + 1);
+        // The newest common base stays on both sides: the source keeps it alone.
+        assert!(snaps(&c2, &img).contains(&names[i]), "run {}", i + 1);
+        assert_eq!(snaps(&c1, &img), [names[i].clone()], "run {}", i + 1);
     }
     let kept: Vec<String> = [4, 7, 8, 11, 12]
         .iter()
@@ -163,9 +163,48 @@ fn a_chain_of_backups_keeps_what_retention_says_byte_for_byte() {
         );
     }
 
-    // A rerun at the same time finds its snapshot made: nothing to do.
-    let r = report(&backup(&src, &dst, RUNS[11].0, RULES, 0));
+    // A rerun at the same time finds its snapshot made: nothing to do. Its metrics say so.
+    let metrics = tempfile::tempdir().unwrap();
+    let dir_arg = metrics.path().to_str().unwrap();
+    let mut args = RULES.to_vec();
+    args.extend(["--metrics-textfile", dir_arg]);
+    let r = report(&backup(&src, &dst, RUNS[11].0, &args, 0));
     assert_eq!((r.mode.as_str(), r.bytes_written), ("none", 0));
+    let prom = std::fs::read_to_string(
+        metrics
+            .path()
+            .join(format!("rbdcp_backup_rbd_{}.prom", img.replace('-', "_"))),
+    )
+    .unwrap();
+    let label = format!("{{image=\"rbd:rbd/{img}\"}}");
+    for line in [
+        format!("rbdcp_backup_last_run_success{label} 1"),
+        format!("rbdcp_backup_last_run_timestamp_seconds{label} 1772409600"),
+        format!("rbdcp_backup_full_copies_total{label} 0"),
+        format!("rbdcp_backup_snapshots{{image=\"rbd:rbd/{img}\",side=\"destination\"}} 5"),
+        format!("rbdcp_backup_snapshots{{image=\"rbd:rbd/{img}\",side=\"source\"}} 1"),
+    ] {
+        assert!(prom.lines().any(|l| l == line), "{line} not in:\n{prom}");
+    }
+    // A failed run (the source is gone) keeps the last success's time.
+    let gone = loc(&c1, "rbd/no-such-image");
+    backup(&gone, &dst, RUNS[11].0, &args, 1);
+    let prom2 = std::fs::read_to_string(
+        metrics
+            .path()
+            .join(format!("rbdcp_backup_rbd_{}.prom", img.replace('-', "_"))),
+    )
+    .unwrap();
+    assert!(
+        prom2.contains(&format!("rbdcp_backup_last_run_success{label} 0")),
+        "{prom2}"
+    );
+    let success = |p: &str| {
+        p.lines()
+            .find(|l| l.starts_with("rbdcp_backup_last_success_timestamp_seconds"))
+            .map(str::to_owned)
+    };
+    assert_eq!(success(&prom2), success(&prom));
 
     // A dry run names every snapshot, this run's too, and changes nothing.
     let dir = tempfile::tempdir().unwrap();
@@ -279,7 +318,30 @@ fn broken_chains_refuse_with_exit_3_and_full_starts_a_new_one() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("another source image"), "{err}");
     assert_eq!(snaps(&c2, &img), [snap_of(t2)]);
-    for i in [&img, &other] {
+
+    // The base deleted on the destination: refused, naming both sides' newest snapshots.
+    let third = name("broken-dst");
+    create(&c1, &third, 4 * M, &[(0, M as usize)]);
+    let (src3, dst3) = (
+        loc(&c1, &format!("rbd/{third}")),
+        loc(&c2, &format!("rbd/{third}")),
+    );
+    backup(&src3, &dst3, t1, &[], 0);
+    rbd(
+        &c2,
+        &["snap", "rm", &format!("rbd/{third}@{}", snap_of(t1))],
+    );
+    let out = backup(&src3, &dst3, "2026-03-01T07:00:00Z", &[], 3);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("holds no rbdcp- snapshot"), "{err}");
+    assert!(
+        err.contains(&format!(
+            "newest snapshots: rbd:rbd/{third}: {}",
+            snap_of(t1)
+        )),
+        "{err}"
+    );
+    for i in [&img, &other, &third] {
         rbd(&c1, &["snap", "purge", &format!("rbd/{i}")]);
     }
 }

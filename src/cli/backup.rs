@@ -14,7 +14,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{Context as _, Result};
 use rbdcp::backend::rbd::Managed;
 use rbdcp::backend::Access;
-use rbdcp::job::backup::{self, Backed, Backup, Mode, OnBroken};
+use rbdcp::job::backup::{self, Backed, Backup, OnBroken};
 use rbdcp::job::copy::Copy;
 use rbdcp::job::metrics;
 use rbdcp::job::retention::{self, Keep};
@@ -91,9 +91,15 @@ struct RemovedJson<'a> {
 pub(super) fn backup(a: BackupArgs, access: &Access) -> Result<ExitCode> {
     let (src, dst) = (image(&a.src, false)?, image(&a.dst, false)?);
     let started = Instant::now();
-    let wall = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64());
+    // The run's clock (RBDCP_NOW when set), as its snapshot names and retention use it.
+    let wall = retention::now().map_or_else(
+        |_| {
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64())
+        },
+        |t| t.as_millisecond() as f64 / 1000.0,
+    );
     let job = Backup {
         src: src.clone(),
         dst: dst.clone(),
@@ -125,7 +131,7 @@ pub(super) fn backup(a: BackupArgs, access: &Access) -> Result<ExitCode> {
             bytes: done
                 .and_then(|b| b.copy.as_ref())
                 .map_or(0, |c| c.report.bytes_written + c.report.bytes_zero),
-            full: done.is_some_and(|b| matches!(b.mode, Mode::Full | Mode::FreshChain)),
+            full: done.is_some_and(|b| b.full_copy),
             snapshots: done.map(|b| b.counts),
         };
         metrics::write(dir, &dst, &run)

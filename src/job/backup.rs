@@ -99,6 +99,9 @@ pub struct Backed {
     pub verdicts: Vec<Verdict>,
     /// `PREFIX-` snapshots on each side after the run: source, destination.
     pub counts: (usize, usize),
+    /// Whether the run copied an image whole (a new chain, or a killed run's full copy
+    /// it finished).
+    pub full_copy: bool,
 }
 
 /// A snapshot of the destination's chain: a `PREFIX-` snapshot, and what its provenance
@@ -252,6 +255,7 @@ pub fn backup(job: &Backup, ctx: &Context) -> Result<Backed> {
             removed_src,
             verdicts,
             counts: (0, 0),
+            full_copy: matches!(mode, Mode::Full | Mode::FreshChain),
         });
     }
     // The copies open the destination themselves.
@@ -259,6 +263,7 @@ pub fn backup(job: &Backup, ctx: &Context) -> Result<Backed> {
     // A killed run's copy that can still be finished is finished first, resuming where
     // its record says; its snapshot then is the base.
     let mut base = base;
+    let mut full_copy = matches!(mode, Mode::Full | Mode::FreshChain);
     let mut mode = mode;
     if matches!(mode, Mode::Full | Mode::Incremental) {
         if let Some(old) = unfinished(job, &image, &src_snaps, base.as_deref(), &name, ctx)? {
@@ -275,6 +280,7 @@ pub fn backup(job: &Backup, ctx: &Context) -> Result<Backed> {
                 ..job.copy.clone()
             };
             copy(&finish, ctx)?;
+            full_copy |= base.is_none();
             base = Some(old);
             mode = Mode::Incremental;
         }
@@ -337,6 +343,7 @@ pub fn backup(job: &Backup, ctx: &Context) -> Result<Backed> {
         removed_src,
         verdicts,
         counts,
+        full_copy,
     })
 }
 
