@@ -155,27 +155,44 @@ impl ImageSource for Retry<dyn ImageSource> {
                 policy.count.fetch_add(1, Ordering::Relaxed);
                 // The next attempts block: on a thread of their own, since this is the
                 // backend's callback thread. A failed read is rare; its retries need no speed.
-                let slot = Arc::new(Mutex::new(Some(done)));
-                let taken = Arc::clone(&slot);
-                let spawned = std::thread::Builder::new()
-                    .name("rbdcp-retry".into())
-                    .spawn(move || {
-                        let done = taken.lock().unwrap().take().expect("taken once");
+                aside(
+                    done,
+                    move |done: Filled| {
                         policy.sleep(policy.wait(1));
                         buf.truncate(len);
                         buf.resize(len, 0);
                         let result = policy.call_from(2, || inner.read_at(offset, &mut buf));
                         done(result, buf);
-                    });
-                if spawned.is_err() {
-                    if let Some(done) = slot.lock().unwrap().take() {
-                        done(Err(e), Vec::new());
-                    }
-                }
+                    },
+                    |done| done(Err(e), Vec::new()),
+                );
             }
             result => done(result, buf),
         });
         self.inner.read_async(offset, len, buf, again);
+    }
+}
+
+/// Runs `work(done)` on a thread of its own (the backend's callback thread must not sleep),
+/// or `failed(done)` here if no thread starts: `done` is called whatever happens, since a
+/// request dropped unanswered would count as landed. It is kept here until the thread runs.
+fn aside<D: Send + 'static>(
+    done: D,
+    work: impl FnOnce(D) + Send + 'static,
+    failed: impl FnOnce(D),
+) {
+    let slot = Arc::new(Mutex::new(Some(done)));
+    let taken = Arc::clone(&slot);
+    let spawned = std::thread::Builder::new()
+        .name("rbdcp-retry".into())
+        .spawn(move || {
+            let done = taken.lock().unwrap().take().expect("taken once");
+            work(done);
+        });
+    if spawned.is_err() {
+        if let Some(done) = slot.lock().unwrap().take() {
+            failed(done);
+        }
     }
 }
 
@@ -200,22 +217,14 @@ impl Request {
                 Err(e) if policy.again(&e, attempt) => {
                     policy.count.fetch_add(1, Ordering::Relaxed);
                     let wait = policy.wait(attempt);
-                    // `done` must be called whatever happens: a request dropped unanswered
-                    // would count as landed. Kept here until the thread has started.
-                    let slot = Arc::new(Mutex::new(Some(done)));
-                    let taken = Arc::clone(&slot);
-                    let spawned = std::thread::Builder::new()
-                        .name("rbdcp-retry".into())
-                        .spawn(move || {
-                            let done = taken.lock().unwrap().take().expect("taken once");
+                    aside(
+                        done,
+                        move |done| {
                             policy.sleep(wait);
                             request.send(sink, policy, attempt + 1, done);
-                        });
-                    if spawned.is_err() {
-                        if let Some(done) = slot.lock().unwrap().take() {
-                            done(Err(Policy::give_up(e, attempt)));
-                        }
-                    }
+                        },
+                        |done| done(Err(Policy::give_up(e, attempt))),
+                    );
                 }
                 Err(e) => done(Err(Policy::give_up(e, attempt))),
                 ok => done(ok),
@@ -391,6 +400,71 @@ mod tests {
         }
         fn finish(&self) -> Result<()> {
             Ok(())
+        }
+    }
+
+    /// A source whose asynchronous reads time out (from another thread, as librbd's) and
+    /// whose blocking reads time out `flaky` times, then read 7s.
+    struct FlakySource {
+        flaky: AtomicU32,
+    }
+
+    impl ImageSource for FlakySource {
+        fn name(&self) -> &str {
+            "flaky"
+        }
+        fn size(&self) -> u64 {
+            1 << 20
+        }
+        fn extents(&self) -> Result<Vec<Extent>> {
+            Ok(Vec::new())
+        }
+        fn read_at(&self, _: u64, buf: &mut [u8]) -> Result<()> {
+            let left = self.flaky.load(Ordering::SeqCst);
+            if left > 0 {
+                self.flaky.store(left - 1, Ordering::SeqCst);
+                return Err(timeout());
+            }
+            buf.fill(7);
+            Ok(())
+        }
+        fn reads_async(&self) -> bool {
+            true
+        }
+        fn read_async(&self, _: u64, _: usize, buf: Vec<u8>, done: Filled) {
+            std::thread::spawn(move || done(Err(timeout()), buf));
+        }
+    }
+
+    #[test]
+    fn a_failed_asynchronous_read_is_read_again() {
+        for (flaky, retries, ok) in [(1, 5, true), (5, 3, false)] {
+            let policy = quick(retries);
+            let src = Arc::new(FlakySource {
+                flaky: AtomicU32::new(flaky),
+            });
+            let retry = Retry::new(src as Arc<dyn ImageSource>, policy.clone());
+            let (tx, rx) = std::sync::mpsc::channel();
+            retry.read_async(
+                0,
+                4096,
+                Vec::new(),
+                Box::new(move |r, b| tx.send((r, b)).unwrap()),
+            );
+            let (result, buf) = rx.recv().unwrap();
+            assert!(rx.recv().is_err(), "done is called once");
+            if ok {
+                assert!(result.is_ok(), "{result:?}");
+                assert_eq!(buf, vec![7; 4096]);
+                // The asynchronous attempt, the blocking one that failed, the one that read.
+                assert_eq!(policy.count.load(Ordering::Relaxed), 2);
+            } else {
+                let text = result.unwrap_err().to_string();
+                assert!(
+                    text.ends_with(&format!("(failed {} times)", retries + 1)),
+                    "{text}"
+                );
+            }
         }
     }
 

@@ -267,19 +267,10 @@ pub fn backup(job: &Backup, ctx: &Context) -> Result<Backed> {
     let mut mode = mode;
     if matches!(mode, Mode::Full | Mode::Incremental) {
         if let Some(old) = unfinished(job, &image, &src_snaps, base.as_deref(), &name, ctx)? {
-            let mut spec = job.src.head();
-            spec.snap = Some(old.clone());
-            let finish = Copy {
-                src: Location::Rbd(spec),
-                dst: Location::Rbd(job.dst.head()),
-                from_snap: base.clone(),
-                dst_snap: true,
-                overwrite: false,
-                supersede: true,
-                note: vec![("time".into(), time_of(&job.prefix, &old).to_string())],
-                ..job.copy.clone()
-            };
-            copy(&finish, ctx)?;
+            copy(
+                &step(job, &old, base.as_deref(), time_of(&job.prefix, &old)),
+                ctx,
+            )?;
             full_copy |= base.is_none();
             base = Some(old);
             mode = Mode::Incremental;
@@ -292,19 +283,7 @@ pub fn backup(job: &Backup, ctx: &Context) -> Result<Backed> {
             src.snap_create(&name)?;
             crate::fault::point("after-source-snap");
         }
-        let mut spec = job.src.head();
-        spec.snap = Some(name.clone());
-        let copy_job = Copy {
-            src: Location::Rbd(spec),
-            dst: Location::Rbd(job.dst.head()),
-            from_snap: base.clone(),
-            dst_snap: true,
-            overwrite: false,
-            supersede: true,
-            note: vec![("time".into(), now.to_string())],
-            ..job.copy.clone()
-        };
-        Some(copy(&copy_job, ctx)?)
+        Some(copy(&step(job, &name, base.as_deref(), now), ctx)?)
     };
     // The new snapshot is committed on both sides: it is the newest common base now.
     let dst = Managed::open(&job.dst, &ctx.access)?.ok_or_else(|| no_image(&dst_label))?;
@@ -345,6 +324,24 @@ pub fn backup(job: &Backup, ctx: &Context) -> Result<Backed> {
         counts,
         full_copy,
     })
+}
+
+/// The copy of source snapshot `snap` (taken at `time`) to the destination, of what
+/// changed since `base`: the snapshot and its provenance record are made at its end, and
+/// a record a killed backup left is dropped unless this copy can resume it.
+fn step(job: &Backup, snap: &str, base: Option<&str>, time: Timestamp) -> Copy {
+    let mut spec = job.src.head();
+    spec.snap = Some(snap.to_owned());
+    Copy {
+        src: Location::Rbd(spec),
+        dst: Location::Rbd(job.dst.head()),
+        from_snap: base.map(str::to_owned),
+        dst_snap: true,
+        overwrite: false,
+        supersede: true,
+        note: vec![("time".into(), time.to_string())],
+        ..job.copy.clone()
+    }
 }
 
 /// The source snapshot of a killed backup's copy to `job.dst` that this run can finish: its
