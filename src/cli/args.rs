@@ -412,6 +412,9 @@ pub struct CopyArgs {
     /// Do not create the source's snapshot on an rbd: destination after the copy.
     #[arg(long)]
     pub no_dst_snap: bool,
+    /// Copy the source's snapshot history (RBD to RBD): all (every snapshot, oldest first, each from the one before, up to SRC's @SNAP if named; a new destination) or since:BASE (the snapshots after BASE, which the destination holds).
+    #[arg(long, value_name = "all|since:BASE", value_parser = snapshots, conflicts_with_all = ["from_snap", "no_dst_snap", "overwrite"])]
+    pub snapshots: Option<Snapshots>,
     /// List changes by whole objects (fast with fast-diff on huge thin images; copies each changed object whole).
     #[arg(long)]
     pub whole_object: bool,
@@ -430,6 +433,25 @@ pub struct CopyArgs {
     pub resume: ResumeArgs,
     #[command(flatten)]
     pub output: OutputArgs,
+}
+
+/// Which snapshots `copy --snapshots` copies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Snapshots {
+    /// The whole history.
+    All,
+    /// The snapshots after this one.
+    Since(String),
+}
+
+fn snapshots(s: &str) -> Result<Snapshots, String> {
+    match s {
+        "all" => Ok(Snapshots::All),
+        _ => match s.strip_prefix("since:") {
+            Some(base) if !base.is_empty() => Ok(Snapshots::Since(base.to_owned())),
+            _ => Err("must be `all` or `since:BASE`".into()),
+        },
+    }
 }
 
 /// Output formats of `rbdcp diff`.

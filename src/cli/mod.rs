@@ -279,6 +279,9 @@ fn jobs(w: &Workers) -> usize {
 }
 
 fn copy(a: CopyArgs, access: &Access) -> Result<ExitCode> {
+    if a.snapshots.is_some() {
+        return history(a, access);
+    }
     let (src, dst) = (location(&a.src)?, location(&a.dst)?);
     let job = job::copy::Copy {
         src: src.clone(),
@@ -306,6 +309,63 @@ fn copy(a: CopyArgs, access: &Access) -> Result<ExitCode> {
         ctx.retries(),
     )?;
     match outcome.mismatch {
+        Some(msg) => Err(Differ(format!("verification failed: {msg} (source {src})")).into()),
+        None => Ok(ExitCode::SUCCESS),
+    }
+}
+
+/// `copy --snapshots`: the source's snapshot history, step by step.
+fn history(a: CopyArgs, access: &Access) -> Result<ExitCode> {
+    let (Location::Rbd(src), Location::Rbd(dst)) = (location(&a.src)?, location(&a.dst)?) else {
+        return Err(Usage("--snapshots copies an RBD image's snapshots to an RBD image (rbd:POOL/IMAGE[@SNAP] to rbd:POOL/IMAGE)".into()).into());
+    };
+    if dst.snap.is_some() {
+        return Err(Usage(format!("{dst}: name the destination image, not a snapshot")).into());
+    }
+    let job = job::history::History {
+        src: src.clone(),
+        dst: dst.clone(),
+        from: match a.snapshots.clone().expect("checked by the caller") {
+            args::Snapshots::All => job::history::From::All,
+            args::Snapshots::Since(base) => job::history::From::Since(base),
+        },
+        copy: job::copy::Copy {
+            whole_object: a.whole_object,
+            verify: a.verify,
+            preallocate: !a.no_preallocate,
+            jobs: a.workers.jobs.map(usize::from),
+            chunk_size: a.workers.chunk_size,
+            ..job::copy::Copy::new(Location::Rbd(src.clone()), Location::Rbd(dst.clone()))
+        },
+    };
+    let ctx = context(access, &a.limits, &a.retry, Some(&a.resume), &a.output);
+    let done = job::history::copy_history(&job, &ctx)
+        .map_err(|e| failed(e, &format!("copying the snapshots of {src} to {dst}")))?;
+    let sum =
+        |f: fn(&rbdcp::engine::Report) -> u64| done.steps.iter().map(|o| f(&o.report)).sum::<u64>();
+    let seconds: f64 = done.steps.iter().map(|o| o.report.seconds).sum();
+    if a.output.json {
+        print_json(&report::HistoryJson {
+            source: src.to_string(),
+            destination: dst.to_string(),
+            snapshots: &done.snapshots,
+            held: &done.held,
+            bytes_read: sum(|r| r.bytes_read),
+            bytes_written: sum(|r| r.bytes_written),
+            bytes_zero: sum(|r| r.bytes_zero),
+            seconds,
+            retries: ctx.retries(),
+        })?;
+    } else {
+        eprintln!(
+            "rbdcp: copied {} snapshot(s) of {src} to {dst} ({} held already): {} written, {} zeroed in {seconds:.1} s",
+            done.snapshots.len(),
+            done.held.len(),
+            human(sum(|r| r.bytes_written)),
+            human(sum(|r| r.bytes_zero)),
+        );
+    }
+    match done.steps.iter().find_map(|o| o.mismatch.as_ref()) {
         Some(msg) => Err(Differ(format!("verification failed: {msg} (source {src})")).into()),
         None => Ok(ExitCode::SUCCESS),
     }

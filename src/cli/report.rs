@@ -15,6 +15,10 @@
 //! else 0); bytes read from the source, written as data, and made zero
 //! (holes or write-zeroes); extents and chunks in the plan; wall seconds; bytes covered per
 //! second; and `verified` (`true` or `false` after `--verify`, else `null`).
+//! `rbdcp copy --snapshots --json` prints `{"source", "destination", "snapshots", "held",
+//! "bytes_read", "bytes_written", "bytes_zero", "seconds", "retries"}`: the snapshots this run
+//! copied, in order, those the destination held already, and the totals of every step.
+//! `rbdcp backup --json` is described in `backup.rs`.
 //! `rbdcp discard --json` prints `{"destination", "discarded"}`. `rbdcp verify --json` prints `{"a", "b", "size_a", "size_b", "identical",
 //! "differing_chunks", "first_differences": [{"offset", "length"}], "bytes_compared",
 //! "sample_percent", "seed"}`: the first differing chunks (at most 16, lowest first) and the
@@ -26,6 +30,21 @@
 use rbdcp::engine::Comparison;
 use rbdcp::job::Outcome;
 use serde::Serialize;
+
+/// The report of `rbdcp copy --snapshots`: the snapshots copied by this run in order, those
+/// the destination held already, and the totals of all steps.
+#[derive(Debug, Serialize)]
+pub struct HistoryJson<'a> {
+    pub source: String,
+    pub destination: String,
+    pub snapshots: &'a [String],
+    pub held: &'a [String],
+    pub bytes_read: u64,
+    pub bytes_written: u64,
+    pub bytes_zero: u64,
+    pub seconds: f64,
+    pub retries: u64,
+}
 
 /// The report of `rbdcp copy`.
 #[derive(Debug, Serialize)]

@@ -9,6 +9,7 @@
 
 pub mod backup;
 pub mod copy;
+pub mod history;
 pub mod import;
 pub mod metrics;
 pub mod record;

@@ -1,0 +1,181 @@
+//! `rbdcp copy --snapshots` against real clusters: an image's snapshot history copied
+//! across clusters, byte for byte at every snapshot, resumed after kills, continued with
+//! `since:BASE`, and refused into an image holding another history.
+
+use std::os::unix::process::ExitStatusExt;
+
+use serde::Deserialize;
+
+mod util;
+use util::ceph::*;
+use util::{expect, rbdcp};
+
+const M: u64 = 1 << 20;
+
+/// `rbdcp copy --snapshots --json`, typed.
+#[derive(Debug, Deserialize)]
+struct Report {
+    snapshots: Vec<String>,
+    held: Vec<String>,
+    bytes_written: u64,
+}
+
+/// An image on cluster 1 with snapshots s1..s5: data written, overwritten and discarded
+/// between them.
+fn history(conf: &std::path::Path, img: &str) -> Vec<String> {
+    create(
+        conf,
+        img,
+        12 * M,
+        &[(0, 2 * M as usize), (8 * M, M as usize)],
+    );
+    let mut names = Vec::new();
+    for i in 1..=5u64 {
+        match i {
+            1 => {}
+            3 => zero(conf, img, 0, M),
+            _ => write(conf, img, i * M + 4096, 300_000, i),
+        }
+        write(conf, img, (i * 2 + 1) * 512 * 1024, 100_000, 10 + i);
+        let name = format!("s{i}");
+        rbd(conf, &["snap", "create", &format!("rbd/{img}@{name}")]);
+        names.push(name);
+    }
+    names
+}
+
+fn same(c1: &std::path::Path, c2: &std::path::Path, img: &str, snaps: &[String]) {
+    for s in snaps {
+        let (a, b) = (
+            export(c1, &format!("rbd/{img}@{s}")),
+            export(c2, &format!("rbd/{img}@{s}")),
+        );
+        assert!(a == b, "{img}@{s} differs");
+    }
+}
+
+fn run(args: &[&str], code: i32) -> std::process::Output {
+    let dir = tempfile::tempdir().unwrap();
+    expect(rbdcp(dir.path()).args(args), code)
+}
+
+fn report(out: &std::process::Output) -> Report {
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn every_snapshot_is_copied_in_order_and_a_rerun_continues() {
+    let Some((c1, c2)) = clusters() else { return };
+    let img = name("history");
+    let names = history(&c1, &img);
+    let (src, dst) = (
+        loc(&c1, &format!("rbd/{img}")),
+        loc(&c2, &format!("rbd/{img}")),
+    );
+
+    // Up to s3 first: SRC@SNAP ends the history there.
+    let upto = loc(&c1, &format!("rbd/{img}@s3"));
+    let r = report(&run(
+        &["copy", &upto, &dst, "--snapshots", "all", "--json"],
+        0,
+    ));
+    assert_eq!(r.snapshots, names[..3]);
+    assert_eq!(snaps(&c2, &img), names[..3]);
+    same(&c1, &c2, &img, &names[..3]);
+
+    // `all` again continues the history the destination holds: nothing to copy up to s3.
+    let r = report(&run(
+        &["copy", &upto, &dst, "--snapshots", "all", "--json"],
+        0,
+    ));
+    assert!(r.snapshots.is_empty() && r.held == names[..3], "{r:?}");
+
+    // since:s3 copies s4 and s5, each only as what changed since the one before.
+    let r = report(&run(
+        &["copy", &src, &dst, "--snapshots", "since:s3", "--json"],
+        0,
+    ));
+    assert_eq!(r.snapshots, names[3..]);
+    assert!(
+        r.bytes_written < 2 * M,
+        "{} bytes for two small changes",
+        r.bytes_written
+    );
+    assert_eq!(snaps(&c2, &img), names);
+    same(&c1, &c2, &img, &names);
+
+    // A destination holding another history is refused.
+    let other = name("history-other");
+    create(&c2, &other, 12 * M, &[(0, M as usize)]);
+    rbd(&c2, &["snap", "create", &format!("rbd/{other}@x")]);
+    let out = run(
+        &[
+            "copy",
+            &src,
+            &loc(&c2, &format!("rbd/{other}")),
+            "--snapshots",
+            "all",
+        ],
+        3,
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("holds snapshot x"),
+        "{out:?}"
+    );
+    // since: a snapshot the destination does not hold.
+    run(
+        &[
+            "copy",
+            &src,
+            &loc(&c2, &format!("rbd/{other}")),
+            "--snapshots",
+            "since:s2",
+        ],
+        3,
+    );
+    rbd(&c1, &["snap", "purge", &format!("rbd/{img}")]);
+}
+
+#[test]
+fn a_history_killed_in_its_middle_resumes_at_the_snapshot_and_offset_it_reached() {
+    let Some((c1, c2)) = clusters() else { return };
+    let img = name("history-killed");
+    let names = history(&c1, &img);
+    let (src, dst) = (
+        loc(&c1, &format!("rbd/{img}")),
+        loc(&c2, &format!("rbd/{img}")),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let slow = [
+        "--checkpoint-interval",
+        "0.05",
+        "--bps-limit",
+        "8M",
+        "--chunk-size",
+        "4M",
+    ];
+    // Killed after the second snapshot was made, then in the middle of a later step.
+    for point in ["after-snap", "checkpoint:2"] {
+        let out = rbdcp(dir.path())
+            .env("RBDCP_FAULT", point)
+            .args(["copy", &src, &dst, "--snapshots", "all", "--no-progress"])
+            .args(slow)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.signal(), Some(9), "{point}: {out:?}");
+        let made = snaps(&c2, &img);
+        assert!(made.len() < names.len(), "{point}: {made:?}");
+        assert_eq!(made, names[..made.len()], "{point}: out of order");
+    }
+    let before = snaps(&c2, &img);
+    assert!(!before.is_empty(), "no snapshot survived the kills");
+    let r = report(&run(
+        &["copy", &src, &dst, "--snapshots", "all", "--json"],
+        0,
+    ));
+    assert_eq!(r.held, before);
+    assert_eq!(r.snapshots, names[before.len()..]);
+    assert_eq!(snaps(&c2, &img), names);
+    same(&c1, &c2, &img, &names);
+    rbd(&c1, &["snap", "purge", &format!("rbd/{img}")]);
+}
