@@ -72,6 +72,14 @@ fn every_snapshot_is_copied_in_order_and_a_rerun_continues() {
         loc(&c1, &format!("rbd/{img}")),
         loc(&c2, &format!("rbd/{img}")),
     );
+    // What the image carries besides its bytes: image-meta, and a protected snapshot.
+    let spec = format!("rbd/{img}");
+    rbd(&c1, &["image-meta", "set", &spec, "app.setting", "42"]);
+    rbd(
+        &c1,
+        &["image-meta", "set", &spec, "conf_rbd_cache", "false"],
+    );
+    rbd(&c1, &["snap", "protect", &format!("{spec}@s2")]);
 
     // Up to s3 first: SRC@SNAP ends the history there.
     let upto = loc(&c1, &format!("rbd/{img}@s3"));
@@ -82,6 +90,24 @@ fn every_snapshot_is_copied_in_order_and_a_rerun_continues() {
     assert_eq!(r.snapshots, names[..3]);
     assert_eq!(snaps(&c2, &img), names[..3]);
     same(&c1, &c2, &img, &names[..3]);
+    let meta: serde_json::Value = serde_json::from_slice(&rbd(
+        &c2,
+        &["image-meta", "list", "--format", "json", &spec],
+    ))
+    .unwrap();
+    assert_eq!(meta["app.setting"], "42", "{meta}");
+    assert_eq!(meta["conf_rbd_cache"], "false", "{meta}");
+    assert!(meta.get("rbdcp.resume").is_none(), "{meta}");
+    let listed: serde_json::Value =
+        serde_json::from_slice(&rbd(&c2, &["snap", "ls", "--format", "json", &spec])).unwrap();
+    let protected: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["protected"] == "true")
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(protected, ["s2"]);
 
     // `all` again continues the history the destination holds: nothing to copy up to s3.
     let r = report(&run(
@@ -133,7 +159,21 @@ fn every_snapshot_is_copied_in_order_and_a_rerun_continues() {
         ],
         3,
     );
-    rbd(&c1, &["snap", "purge", &format!("rbd/{img}")]);
+
+    // --data-pool: the data goes to cluster 2's second pool, the header stays in rbd.
+    let pooled = format!("{img}-pooled");
+    let from = loc(&c1, &format!("{spec}@s5"));
+    let to = loc(&c2, &format!("rbd/{pooled}"));
+    run(&["copy", &from, &to, "--data-pool", "backup"], 0);
+    let info: serde_json::Value = serde_json::from_slice(&rbd(
+        &c2,
+        &["info", "--format", "json", &format!("rbd/{pooled}")],
+    ))
+    .unwrap();
+    assert_eq!(info["data_pool"], "backup", "{info}");
+    assert!(export(&c2, &format!("rbd/{pooled}@s5")) == export(&c1, &format!("{spec}@s5")));
+    rbd(&c1, &["snap", "unprotect", &format!("{spec}@s2")]);
+    rbd(&c1, &["snap", "purge", &spec]);
 }
 
 #[test]

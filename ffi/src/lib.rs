@@ -304,6 +304,14 @@ extern "C" {
     /// (not handed over when another client asks); `-EINVAL` without the exclusive-lock
     /// feature.
     pub fn rbd_lock_acquire(image: rbd_image_t, lock_mode: rbd_lock_mode_t) -> c_int;
+    /// Protects snapshot `snap_name` (a clone's parent must be protected, with clone v1).
+    pub fn rbd_snap_protect(image: rbd_image_t, snap_name: *const c_char) -> c_int;
+    /// Sets `*is_protected` to 1 if snapshot `snap_name` is protected, else 0.
+    pub fn rbd_snap_is_protected(
+        image: rbd_image_t,
+        snap_name: *const c_char,
+        is_protected: *mut c_int,
+    ) -> c_int;
     /// Gets the id of snapshot `snapname`.
     pub fn rbd_snap_get_id(image: rbd_image_t, snapname: *const c_char, snap_id: *mut u64)
         -> c_int;

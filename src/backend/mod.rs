@@ -55,6 +55,12 @@ pub struct SinkOptions {
     pub size: u64,
     /// The shape of a new image.
     pub layout: Layout,
+    /// The key/values a new RBD image gets in its image-meta.
+    pub meta: Vec<(String, String)>,
+    /// The pool of a new RBD image's data (`rbd create --data-pool`).
+    pub data_pool: Option<String>,
+    /// Protect the snapshot made at the end.
+    pub protect: bool,
     /// How to reach a cluster when the location does not say.
     pub access: Access,
 }

@@ -102,6 +102,8 @@ pub struct RbdSource {
     identity: Vec<(String, String)>,
     /// Extents listed while opening, handed to the first caller of `extents`.
     listed: Mutex<Option<Vec<Extent>>>,
+    /// The snapshot it is open at.
+    snap: Option<String>,
 }
 
 /// How a source lists what changed.
@@ -169,6 +171,7 @@ impl RbdSource {
             mode,
             identity,
             listed: Mutex::new(None),
+            snap: spec.snap.clone(),
         };
         if opts.list {
             *source.listed.lock().unwrap() = Some(source.diff()?);
@@ -270,6 +273,20 @@ impl ImageSource for RbdSource {
 
     fn identity(&self) -> Vec<(String, String)> {
         self.identity.clone()
+    }
+
+    fn carries(&self) -> Result<crate::engine::Carries> {
+        let meta = self.image.meta_list("")?;
+        Ok(crate::engine::Carries {
+            meta: meta
+                .into_iter()
+                .filter(|(k, _)| !k.starts_with("rbdcp."))
+                .collect(),
+            protected: match &self.snap {
+                Some(snap) => self.image.snap_protected(snap)?,
+                None => false,
+            },
+        })
     }
 
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
@@ -422,6 +439,9 @@ impl Prepared {
             (None, None) => {
                 create(&pool, &staged_name, opts, &label)?;
                 let image = Image::open(&pool, &staged_name, &label)?;
+                if !opts.meta.is_empty() {
+                    image.meta_put_all(&opts.meta)?;
+                }
                 (image, Some(staged_name), Found::Fresh)
             }
         };
@@ -519,6 +539,8 @@ pub struct RbdSink {
     /// The snapshot `finish` creates, and what to record with it.
     snap: Option<String>,
     provenance: Option<String>,
+    /// Protect the snapshot once made.
+    protect: bool,
     object_size: u64,
 }
 
@@ -539,6 +561,7 @@ impl RbdSink {
             temp,
             snap: opts.snap.clone(),
             provenance: opts.provenance.clone(),
+            protect: opts.protect,
             object_size,
         })
     }
@@ -556,6 +579,7 @@ fn create(pool: &Arc<Pool>, name: &str, opts: &SinkOptions, label: &str) -> Resu
         order,
         features: layout.features.map(|f| f & COPYABLE),
         stripe: layout.stripe,
+        data_pool: opts.data_pool.clone(),
     };
     match Image::create(pool, name, opts.size, &create, label) {
         Err(Error::Open { err, .. })
@@ -654,6 +678,9 @@ impl ImageSink for RbdSink {
                 fault::point("after-provenance");
             }
             self.image.snap_create(snap)?;
+            if self.protect {
+                self.image.snap_protect(snap)?;
+            }
             fault::point("after-snap");
         }
         Ok(())

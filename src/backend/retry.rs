@@ -142,6 +142,9 @@ impl ImageSource for Retry<dyn ImageSource> {
     fn diff_mode(&self) -> Option<&'static str> {
         self.inner.diff_mode()
     }
+    fn carries(&self) -> Result<crate::engine::Carries> {
+        self.policy.call(|| self.inner.carries())
+    }
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
         self.policy.call(|| self.inner.read_at(offset, buf))
     }

@@ -219,6 +219,9 @@ pub struct BackupArgs {
     /// Change nothing and create no snapshot: print one line per destination snapshot, this run's included: SNAPSHOT keep|remove RULE.
     #[arg(long)]
     pub dry_run: bool,
+    /// Put a new backup image's data in POOL (its header stays in the image's pool), as `rbd create --data-pool` does: an erasure-coded pool, say.
+    #[arg(long, value_name = "POOL")]
+    pub data_pool: Option<String>,
     /// Write rbdcp_backup_POOL_IMAGE.prom (Prometheus text format, for node_exporter's textfile collector) into DIR.
     #[arg(long, value_name = "DIR")]
     pub metrics_textfile: Option<PathBuf>,
@@ -415,6 +418,9 @@ pub struct CopyArgs {
     /// Copy the source's snapshot history (RBD to RBD): all (every snapshot, oldest first, each from the one before, up to SRC's @SNAP if named; a new destination) or since:BASE (the snapshots after BASE, which the destination holds).
     #[arg(long, value_name = "all|since:BASE", value_parser = snapshots, conflicts_with_all = ["from_snap", "no_dst_snap", "overwrite"])]
     pub snapshots: Option<Snapshots>,
+    /// Put a new rbd: destination's data in POOL (its header stays in the image's pool), as `rbd create --data-pool` does: an erasure-coded pool, say.
+    #[arg(long, value_name = "POOL")]
+    pub data_pool: Option<String>,
     /// List changes by whole objects (fast with fast-diff on huge thin images; copies each changed object whole).
     #[arg(long)]
     pub whole_object: bool,

@@ -117,6 +117,7 @@ pub(super) fn backup(a: BackupArgs, access: &Access) -> Result<ExitCode> {
             verify: a.verify,
             jobs: a.workers.jobs.map(usize::from),
             chunk_size: a.workers.chunk_size,
+            data_pool: a.data_pool.clone(),
             ..Copy::new(Location::Rbd(src.clone()), Location::Rbd(dst.clone()))
         },
     };

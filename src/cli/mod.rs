@@ -296,6 +296,7 @@ fn copy(a: CopyArgs, access: &Access) -> Result<ExitCode> {
         chunk_size: a.workers.chunk_size,
         supersede: false,
         note: Vec::new(),
+        data_pool: a.data_pool.clone(),
     };
     let ctx = context(access, &a.limits, &a.retry, Some(&a.resume), &a.output);
     let outcome =
@@ -335,6 +336,7 @@ fn history(a: CopyArgs, access: &Access) -> Result<ExitCode> {
             preallocate: !a.no_preallocate,
             jobs: a.workers.jobs.map(usize::from),
             chunk_size: a.workers.chunk_size,
+            data_pool: a.data_pool.clone(),
             ..job::copy::Copy::new(Location::Rbd(src.clone()), Location::Rbd(dst.clone()))
         },
     };

@@ -73,6 +73,15 @@ pub struct Layout {
     pub features: Option<u64>,
 }
 
+/// What an image carries besides its bytes (RBD): what a new copy of it gets too.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Carries {
+    /// Its key/value metadata (RBD image-meta, rbdcp's own records left out).
+    pub meta: Vec<(String, String)>,
+    /// Its snapshot is protected.
+    pub protected: bool,
+}
+
 /// An image the engine reads from.
 pub trait ImageSource: Send + Sync {
     /// The image as the user named it, for messages.
@@ -112,6 +121,11 @@ pub trait ImageSource: Send + Sync {
     /// The extents that may differ from the base, in offset order: data to read, and
     /// ranges known to be zero. Anything else reads as the base does (zeroes for a full copy).
     fn extents(&self) -> Result<Vec<Extent>>;
+
+    /// What it carries besides its bytes, for a new copy of it.
+    fn carries(&self) -> Result<Carries> {
+        Ok(Carries::default())
+    }
 
     /// How [`ImageSource::extents`] finds them, for reports (`fast-diff+exact`, `exact`,
     /// `whole-object`); `None` where there is no such choice.

@@ -7,7 +7,9 @@ use std::sync::{Arc, Mutex};
 use super::record::{earlier, provenance, Record, Saver};
 use super::{Context, Outcome};
 use crate::backend::{open_source, SinkOptions, SourceOptions};
-use crate::engine::{self, check_sums, chunk_size, default_jobs, Hook, ImageSource, Options};
+use crate::engine::{
+    self, check_sums, chunk_size, default_jobs, Carries, Hook, ImageSource, Options,
+};
 use crate::error::{Error, Result};
 use crate::location::Location;
 
@@ -41,6 +43,8 @@ pub struct Copy {
     /// Fields added to the provenance record of the destination's new snapshot (a
     /// backup's time).
     pub note: Vec<(String, String)>,
+    /// The pool of a new RBD destination's data (`--data-pool`).
+    pub data_pool: Option<String>,
 }
 
 impl Copy {
@@ -59,6 +63,7 @@ impl Copy {
             chunk_size: engine::DEFAULT_CHUNK,
             supersede: false,
             note: Vec::new(),
+            data_pool: None,
         }
     }
 
@@ -111,7 +116,18 @@ fn once(job: &Copy, ctx: &Context, restart: bool) -> Result<Outcome> {
         access: ctx.access.clone(),
         list: true,
     };
-    let (src, prepared) = ctx.prepare(&job.dst, || open_source(&job.src, &src_opts))?;
+    // An RBD destination gets what the source carries: its image-meta when it is new,
+    // and its snapshot's protection.
+    let to_rbd = matches!(job.dst, Location::Rbd(_));
+    let ((src, carries), prepared) = ctx.prepare(&job.dst, || {
+        let src = open_source(&job.src, &src_opts)?;
+        let carries = if to_rbd {
+            src.carries()?
+        } else {
+            Carries::default()
+        };
+        Ok((src, carries))
+    })?;
     let src = ctx.retried_source(src);
     let snap = src_snap.filter(|_| job.dst_snap);
     let sink_opts = SinkOptions {
@@ -121,6 +137,13 @@ fn once(job: &Copy, ctx: &Context, restart: bool) -> Result<Outcome> {
             .as_ref()
             .map(|_| provenance(src.identity().into_iter().chain(job.note.clone()).collect())),
         base: job.from_snap.clone(),
+        protect: carries.protected && snap.is_some(),
+        meta: if job.from_snap.is_none() {
+            carries.meta
+        } else {
+            Vec::new()
+        },
+        data_pool: job.data_pool.clone(),
         snap,
         size: src.size(),
         layout: src.layout(),

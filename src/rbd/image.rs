@@ -47,7 +47,7 @@ impl Stat {
 }
 
 /// How to create an image; `None` leaves a value to the cluster's defaults.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CreateOptions {
     /// Object size as a power of two.
     pub order: Option<u64>,
@@ -55,6 +55,9 @@ pub struct CreateOptions {
     pub features: Option<u64>,
     /// Stripe unit and count.
     pub stripe: Option<(u64, u64)>,
+    /// The pool that holds the data objects (the image's pool holds its header), as
+    /// `rbd create --data-pool` sets it: an erasure-coded pool at most sites.
+    pub data_pool: Option<String>,
 }
 
 /// An open image, closed on drop. Holds its pool (and so its cluster) alive.
@@ -86,6 +89,13 @@ impl Options {
         // SAFETY: self.0 came from rbd_image_options_create and is alive.
         let ret = unsafe { sys::rbd_image_options_set_uint64(self.0, option, value) };
         check(ret.into(), "rbd_image_options_set_uint64", image).map(drop)
+    }
+
+    fn set_str(&self, option: c_int, value: &str, image: &str) -> Result<()> {
+        let v = cstr(value, "option")?;
+        // SAFETY: self.0 came from rbd_image_options_create and is alive; librbd copies v.
+        let ret = unsafe { sys::rbd_image_options_set_string(self.0, option, v.as_ptr()) };
+        check(ret.into(), "rbd_image_options_set_string", image).map(drop)
     }
 }
 
@@ -168,6 +178,9 @@ impl Image {
         if let Some((unit, count)) = opts.stripe {
             o.set(sys::RBD_IMAGE_OPTION_STRIPE_UNIT, unit, label)?;
             o.set(sys::RBD_IMAGE_OPTION_STRIPE_COUNT, count, label)?;
+        }
+        if let Some(pool) = &opts.data_pool {
+            o.set_str(sys::RBD_IMAGE_OPTION_DATA_POOL, pool, label)?;
         }
         // SAFETY: the ioctx is alive; name and the options outlive the call.
         let ret = unsafe { sys::rbd_create4(pool.raw(), name.as_ptr(), size, o.0) };
@@ -564,6 +577,27 @@ impl Image {
         }
     }
 
+    /// Protects snapshot `snap` (from removal; clones need it).
+    pub fn snap_protect(&self, snap: &str) -> Result<()> {
+        let s = cstr(snap, "snapshot name")?;
+        // SAFETY: the handle is open; s outlives the call.
+        let ret = unsafe { sys::rbd_snap_protect(self.handle, s.as_ptr()) };
+        match ret {
+            r if r == -libc::EBUSY => Ok(()), // protected already
+            r => check(r.into(), "rbd_snap_protect", &self.name).map(drop),
+        }
+    }
+
+    /// Whether snapshot `snap` is protected.
+    pub fn snap_protected(&self, snap: &str) -> Result<bool> {
+        let s = cstr(snap, "snapshot name")?;
+        let mut on: c_int = 0;
+        // SAFETY: the handle is open; s outlives the call; on is a valid out-pointer.
+        let ret = unsafe { sys::rbd_snap_is_protected(self.handle, s.as_ptr(), &mut on) };
+        check(ret.into(), "rbd_snap_is_protected", &self.name)?;
+        Ok(on != 0)
+    }
+
     /// Removes snapshot `snap`.
     pub fn snap_remove(&self, snap: &str) -> Result<()> {
         let s = cstr(snap, "snapshot name")?;
@@ -627,13 +661,19 @@ impl Image {
     /// the whole header before its next operation (six round trips). For rbdcp's own
     /// records, which no librbd client keeps in memory; [`Image::meta_get`] reads them back.
     pub fn meta_put(&self, key: &str, value: &str) -> Result<()> {
+        self.meta_put_all(&[(key.to_owned(), value.to_owned())])
+    }
+
+    /// Sets every `(key, value)` of `entries` as [`Image::meta_put`] sets one, in one call.
+    pub fn meta_put_all(&self, entries: &[(String, String)]) -> Result<()> {
         // cls_rbd's metadata_set takes a map<string, bufferlist>: a count, then each key
         // and value as a 32-bit little-endian length and the bytes.
-        let mut input = Vec::with_capacity(12 + key.len() + value.len());
-        input.extend_from_slice(&1u32.to_le_bytes());
-        for bytes in [key.as_bytes(), value.as_bytes()] {
-            input.extend_from_slice(&len32(bytes.len(), "metadata")?.to_le_bytes());
-            input.extend_from_slice(bytes);
+        let mut input = len32(entries.len(), "metadata")?.to_le_bytes().to_vec();
+        for (key, value) in entries {
+            for bytes in [key.as_bytes(), value.as_bytes()] {
+                input.extend_from_slice(&len32(bytes.len(), "metadata")?.to_le_bytes());
+                input.extend_from_slice(bytes);
+            }
         }
         self.exec_header(c"metadata_set", &input, "metadata_set")
     }
