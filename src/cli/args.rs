@@ -100,6 +100,9 @@ pub enum Command {
     /// Back up an RBD image: snapshot it, copy what changed since the newest snapshot both sides hold, keep a history with retention.
     #[command(after_help = BACKUP_HELP)]
     Backup(BackupArgs),
+    /// Move an image with a short cut-over: copy rounds while it is in use, then a final round once its writer stopped.
+    #[command(after_help = AFTER_HELP)]
+    Migrate(MigrateArgs),
     /// Print a backup destination's chain of snapshots, and what retention would keep.
     #[command(name = "backup-list", after_help = BACKUP_HELP)]
     BackupList(BackupListArgs),
@@ -250,6 +253,73 @@ fn prefix(s: &str) -> Result<String, String> {
             Err("must not hold '@', '/', ':' or spaces".into())
         }
         s => Ok(s.to_owned()),
+    }
+}
+
+/// `rbdcp migrate`.
+#[derive(Debug, Args)]
+pub struct MigrateArgs {
+    /// The image to move (rbd:POOL/IMAGE), in use until the final round.
+    #[arg(value_name = "SRC")]
+    pub src: String,
+    /// Where it goes (rbd:POOL/IMAGE), in the same cluster or another.
+    #[arg(value_name = "DST")]
+    pub dst: String,
+    /// Round snapshots are PREFIX-migrate-N.
+    #[arg(long, value_name = "PREFIX", default_value = "rbdcp", value_parser = prefix)]
+    pub prefix: String,
+    /// Stop the rounds once one copied at most SIZE of changes.
+    #[arg(long, value_name = "SIZE", default_value = "64M", value_parser = any_size)]
+    pub until_delta: u64,
+    /// Stop after N rounds.
+    #[arg(long, value_name = "N", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_rounds: u64,
+    /// The final round, once the writer has stopped: the last change, then a verification; its seconds are the downtime.
+    #[arg(long = "final")]
+    pub last: bool,
+    /// After the final round compare the newest snapshot on both sides: full, none, or a sample of PERCENT of the chunks.
+    #[arg(long, value_name = "full|none|PERCENT", default_value = "full", value_parser = verify_mode)]
+    pub verify: VerifyMode,
+    /// After the final round, remove the migration's snapshots on both sides.
+    #[arg(long, requires = "last")]
+    pub cleanup: bool,
+    /// With --cleanup, keep the last snapshot on both sides.
+    #[arg(long, requires = "cleanup")]
+    pub keep_last_snap: bool,
+    #[command(flatten)]
+    pub workers: Workers,
+    #[command(flatten)]
+    pub limits: LimitArgs,
+    /// Put a new destination's data in POOL, as `rbd create --data-pool` does.
+    #[arg(long, value_name = "POOL")]
+    pub data_pool: Option<String>,
+    #[command(flatten)]
+    pub retry: RetryArgs,
+    #[command(flatten)]
+    pub resume: ResumeArgs,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+/// How `migrate --final` verifies.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum VerifyMode {
+    /// Every chunk.
+    Full,
+    /// Not at all.
+    None,
+    /// This share of the chunks.
+    Sample(f64),
+}
+
+fn verify_mode(s: &str) -> Result<VerifyMode, String> {
+    match s {
+        "full" => Ok(VerifyMode::Full),
+        "none" => Ok(VerifyMode::None),
+        p => match p.trim_end_matches('%').parse::<f64>() {
+            Ok(v) if v > 0.0 && v <= 100.0 => Ok(VerifyMode::Sample(v)),
+            _ => Err("must be full, none, or a percentage above 0 and at most 100".into()),
+        },
     }
 }
 
@@ -530,6 +600,10 @@ fn positive_secs(text: &str) -> Result<f64, String> {
 
 fn nonzero_size(text: &str) -> Result<u64, String> {
     rbdcp::size::parse_nonzero(text)
+}
+
+fn any_size(text: &str) -> Result<u64, String> {
+    rbdcp::size::parse(text)
 }
 
 fn chunk_size(text: &str) -> Result<u64, String> {

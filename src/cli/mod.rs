@@ -2,6 +2,7 @@
 
 pub mod args;
 mod backup;
+mod migrate;
 mod progress;
 mod report;
 mod streams;
@@ -54,6 +55,7 @@ pub fn run(command: Command, cluster: &ClusterArgs) -> Result<ExitCode> {
         Command::ImportDiff(a) => streams::import_diff(a, &access),
         Command::Discard(a) => discard(a, &access),
         Command::Backup(a) => backup::backup(a, &access),
+        Command::Migrate(a) => migrate::migrate(a, &access),
         Command::BackupList(a) => backup::backup_list(a, &access),
         Command::Protect(a) => backup::protect(a, true, &access),
         Command::Unprotect(a) => backup::protect(a, false, &access),
@@ -145,6 +147,7 @@ pub fn wants_json(command: &Command) -> bool {
         Command::ImportDiff(a) => a.output.json,
         Command::Discard(a) => a.output.json,
         Command::Backup(a) => a.output.json,
+        Command::Migrate(a) => a.output.json,
         Command::BackupList(a) => a.json,
         Command::Protect(_) | Command::Unprotect(_) => false,
         Command::Completions(_) | Command::Man(_) => false,

@@ -12,6 +12,7 @@ pub mod copy;
 pub mod history;
 pub mod import;
 pub mod metrics;
+pub mod migrate;
 pub mod record;
 pub mod retention;
 
