@@ -41,6 +41,7 @@ bench: build
 	bash scripts/with-clusters.sh python3 bench/rbd.py
 	bash scripts/with-clusters.sh python3 bench/diff.py
 	bash scripts/with-clusters.sh python3 bench/thin.py
+	bash scripts/with-clusters.sh python3 bench/history.py
 
 # A real copy with a progress bar, then the result.
 demo: build
