@@ -709,6 +709,15 @@ impl Managed {
         Ok(open_existing(&pool, &spec.image, &label)?.map(|image| Managed { image, pool, spec }))
     }
 
+    /// Opens the head of `spec`, which must exist.
+    pub fn existing(spec: &RbdSpec, access: &Access) -> Result<Managed> {
+        Managed::open(spec, access)?.ok_or_else(|| Error::Open {
+            op: "open",
+            image: spec.head().to_string(),
+            err: std::io::Error::new(std::io::ErrorKind::NotFound, "no such image"),
+        })
+    }
+
     /// The image as the user named it.
     pub fn label(&self) -> String {
         self.spec.to_string()

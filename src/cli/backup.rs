@@ -325,15 +325,7 @@ pub(super) fn protect(a: ProtectArgs, on: bool, access: &Access) -> Result<ExitC
     let spec = image(&a.snap, true)?;
     let snap = spec.snap.clone().expect("checked above");
     let what = if on { "protecting" } else { "unprotecting" };
-    let image = Managed::open(&spec, access)
-        .and_then(|m| {
-            m.ok_or_else(|| rbdcp::Error::Open {
-                op: "open",
-                image: spec.head().to_string(),
-                err: std::io::Error::new(std::io::ErrorKind::NotFound, "no such image"),
-            })
-        })
-        .with_context(|| format!("{what} {spec}"))?;
+    let image = Managed::existing(&spec, access).with_context(|| format!("{what} {spec}"))?;
     image
         .protect(&snap, on)
         .with_context(|| format!("{what} {spec}"))?;

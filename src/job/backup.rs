@@ -11,6 +11,7 @@ use jiff::tz::TimeZone;
 use jiff::Timestamp;
 
 use super::copy::{copy, Copy};
+use super::record::{is_copy_of, provenance_field};
 use super::retention::{self, Keep, Snap, Verdict};
 use super::{Context, Outcome};
 use crate::backend::rbd::Managed;
@@ -111,18 +112,18 @@ struct Link {
     name: String,
     time: Timestamp,
     size: u64,
-    made: Option<serde_json::Map<String, serde_json::Value>>,
+    made: Option<String>,
 }
 
 impl Link {
     /// Whether the record says the snapshot holds `snap` of the image `image` (fsid, pool
     /// id, image id).
     fn holds(&self, image: &[(String, String)], snap: &crate::rbd::Snap) -> bool {
-        let Some(made) = &self.made else { return false };
-        let field = |k: &str| made.get(k).and_then(|v| v.as_str());
         self.name == snap.name
-            && image.iter().all(|(k, v)| field(k) == Some(v.as_str()))
-            && field("snapshot id") == Some(snap.id.to_string().as_str())
+            && self
+                .made
+                .as_deref()
+                .is_some_and(|m| is_copy_of(m, image, snap.id))
     }
 }
 
@@ -134,9 +135,7 @@ fn chain(image: &Managed, prefix: &str) -> Result<Vec<Link>> {
         .into_iter()
         .filter_map(|s| {
             let time = retention::parse(prefix, &s.name)?;
-            let made = records
-                .get(&s.name)
-                .and_then(|text| serde_json::from_str(text).ok());
+            let made = records.get(&s.name).cloned();
             Some(Link {
                 name: s.name,
                 time,
@@ -171,7 +170,7 @@ pub fn backup(job: &Backup, ctx: &Context) -> Result<Backed> {
         true => None,
         false => Some(crate::backend::rbd::backup_lease(&job.dst, &ctx.access)?),
     };
-    let src = Managed::open(&job.src, &ctx.access)?.ok_or_else(|| no_image(&src_label))?;
+    let src = Managed::existing(&job.src, &ctx.access)?;
     let image = src.identity()?;
     let src_snaps = src.snaps()?;
     let mut dst = Managed::open(&job.dst, &ctx.access)?;
@@ -286,7 +285,7 @@ pub fn backup(job: &Backup, ctx: &Context) -> Result<Backed> {
         Some(copy(&step(job, &name, base.as_deref(), now), ctx)?)
     };
     // The new snapshot is committed on both sides: it is the newest common base now.
-    let dst = Managed::open(&job.dst, &ctx.access)?.ok_or_else(|| no_image(&dst_label))?;
+    let dst = Managed::existing(&job.dst, &ctx.access)?;
     let links = chain(&dst, &job.prefix)?;
     let protected = dst.protected()?;
     let snaps: Vec<Snap> = links
@@ -496,14 +495,6 @@ fn no_base(
     ))
 }
 
-fn no_image(label: &str) -> Error {
-    Error::Open {
-        op: "open",
-        image: label.to_owned(),
-        err: std::io::Error::new(std::io::ErrorKind::NotFound, "no such image"),
-    }
-}
-
 /// `at` as `%Y%m%dT%H%M%SZ`.
 fn stamp(at: Timestamp) -> String {
     at.strftime("%Y%m%dT%H%M%SZ").to_string()
@@ -543,8 +534,7 @@ pub fn list(
     prefix: &str,
     access: &crate::backend::Access,
 ) -> Result<Listed> {
-    let label = dst.head().to_string();
-    let image = Managed::open(dst, access)?.ok_or_else(|| no_image(&label))?;
+    let image = Managed::existing(dst, access)?;
     let links = chain(&image, prefix)?;
     let protected = image.protected()?;
     let mut listed = Listed {
@@ -557,18 +547,15 @@ pub fn list(
                 protected: protected.contains(&l.name),
                 source_snap: l
                     .made
-                    .as_ref()
-                    .and_then(|m| m.get("snapshot id"))
-                    .and_then(|v| v.as_str())
-                    .map(str::to_owned),
+                    .as_deref()
+                    .and_then(|m| provenance_field(m, "snapshot id")),
             })
             .collect(),
         source: None,
         base: None,
     };
     if let Some(src) = src {
-        let label = src.head().to_string();
-        let source = Managed::open(src, access)?.ok_or_else(|| no_image(&label))?;
+        let source = Managed::existing(src, access)?;
         let snaps = source.snaps()?;
         listed.base = newest_common(&links, &source.identity()?, &snaps).map(|l| l.name.clone());
         let mut mine: Vec<_> = snaps

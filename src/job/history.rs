@@ -7,6 +7,7 @@
 //! after a kill goes on at the snapshot, and the offset, it had reached.
 
 use super::copy::{copy, Copy};
+use super::record::is_copy_of;
 use super::{Context, Outcome};
 use crate::backend::rbd::Managed;
 use crate::error::{Error, Result};
@@ -51,7 +52,7 @@ pub struct Copied {
 /// Runs `job`.
 pub fn copy_history(job: &History, ctx: &Context) -> Result<Copied> {
     let src_label = job.src.head().to_string();
-    let src = Managed::open(&job.src, &ctx.access)?.ok_or_else(|| no_image(&src_label))?;
+    let src = Managed::existing(&job.src, &ctx.access)?;
     let image = src.identity()?;
     let mut snaps = src.snaps()?;
     drop(src);
@@ -129,15 +130,7 @@ fn held(
     let theirs = dst.snaps()?;
     let has = |name: &str| theirs.iter().any(|t| t.name == name);
     // Whether the record of `s`'s name says it is `s` of this source: `None` without one.
-    let made = |s: &Snap| {
-        let m: serde_json::Map<String, serde_json::Value> =
-            serde_json::from_str(records.get(&s.name)?).ok()?;
-        let field = |k: &str| m.get(k).and_then(|v| v.as_str()).map(str::to_owned);
-        Some(
-            image.iter().all(|(k, v)| field(k).as_deref() == Some(v))
-                && field("snapshot id") == Some(s.id.to_string()),
-        )
-    };
+    let made = |s: &Snap| records.get(&s.name).map(|m| is_copy_of(m, image, s.id));
     let mine = |s: &Snap| has(&s.name) && made(s) == Some(true);
     match &job.from {
         From::All => {
@@ -187,13 +180,5 @@ fn no_base(label: &str, base: &str, why: &str) -> Error {
         reason: format!(
             "--snapshots since:{base} continues a history the destination holds up to {base}, but {why}"
         ),
-    }
-}
-
-fn no_image(label: &str) -> Error {
-    Error::Open {
-        op: "open",
-        image: label.to_owned(),
-        err: std::io::Error::new(std::io::ErrorKind::NotFound, "no such image"),
     }
 }

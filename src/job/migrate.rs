@@ -5,6 +5,7 @@
 use std::time::Instant;
 
 use super::copy::{copy, Copy};
+use super::record::is_copy_of;
 use super::Context;
 use crate::backend::rbd::Managed;
 use crate::backend::{open_source, SourceOptions};
@@ -62,18 +63,17 @@ pub struct Migrated {
 
 /// Runs `job`.
 pub fn migrate(job: &Migrate, ctx: &Context) -> Result<Migrated> {
-    let label = job.src.head().to_string();
     let mut done = Migrated::default();
     let rounds = if job.last { 1 } else { job.max_rounds.max(1) };
     for _ in 0..rounds {
-        let src = Managed::open(&job.src, &ctx.access)?.ok_or_else(|| no_image(&label))?;
+        let src = Managed::existing(&job.src, &ctx.access)?;
         let snaps = src.snaps()?;
         let ours: Vec<(u64, String)> = snaps
             .iter()
             .filter_map(|s| Some((number(&job.prefix, &s.name)?, s.name.clone())))
             .collect();
         let next = ours.iter().map(|(n, _)| n).max().map_or(1, |n| n + 1);
-        let base = held_base(job, ctx, &ours)?;
+        let base = held_base(job, ctx, &src.identity()?, &snaps, &ours)?;
         let name = format!("{}-migrate-{next}", job.prefix);
         let started = Instant::now();
         src.snap_create(&name)?;
@@ -121,31 +121,30 @@ fn number(prefix: &str, name: &str) -> Option<u64> {
         .then(|| n.parse().ok())?
 }
 
-/// The newest migration snapshot the destination holds as the source's (by its
-/// provenance record): the next round's base. `None` for a first round into a new image.
-fn held_base(job: &Migrate, ctx: &Context, ours: &[(u64, String)]) -> Result<Option<String>> {
+/// The newest migration snapshot (of `ours`, among the source's `snaps`, of the image
+/// `image` identifies) the destination holds as the source's, by its provenance record:
+/// the next round's base. `None` for a first round into a new image.
+fn held_base(
+    job: &Migrate,
+    ctx: &Context,
+    image: &[(String, String)],
+    snaps: &[crate::rbd::Snap],
+    ours: &[(u64, String)],
+) -> Result<Option<String>> {
     let Some(dst) = Managed::open(&job.dst, &ctx.access)? else {
         return Ok(None);
     };
-    let src =
-        Managed::open(&job.src, &ctx.access)?.ok_or_else(|| no_image(&job.src.to_string()))?;
-    let image = src.identity()?;
-    let ids: std::collections::HashMap<String, u64> =
-        src.snaps()?.into_iter().map(|s| (s.name, s.id)).collect();
     let records: std::collections::HashMap<_, _> = dst.provenance()?.into_iter().collect();
     let theirs = dst.snaps()?;
     let mut held: Vec<&(u64, String)> = ours
         .iter()
         .filter(|(_, name)| {
-            let Some(m) = records.get(name).and_then(|t| {
-                serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(t).ok()
-            }) else {
-                return false;
-            };
-            let field = |k: &str| m.get(k).and_then(|v| v.as_str()).map(str::to_owned);
+            let id = snaps.iter().find(|s| &s.name == name).map(|s| s.id);
             theirs.iter().any(|t| &t.name == name)
-                && image.iter().all(|(k, v)| field(k).as_deref() == Some(v))
-                && field("snapshot id") == ids.get(name).map(u64::to_string)
+                && records
+                    .get(name)
+                    .zip(id)
+                    .is_some_and(|(m, id)| is_copy_of(m, image, id))
         })
         .collect();
     held.sort();
@@ -190,7 +189,7 @@ fn cleanup(job: &Migrate, ctx: &Context, newest: &str) -> Result<Vec<String>> {
     let mut removed = Vec::new();
     for spec in [&job.dst, &job.src] {
         let label = spec.head().to_string();
-        let image = Managed::open(spec, &ctx.access)?.ok_or_else(|| no_image(&label))?;
+        let image = Managed::existing(spec, &ctx.access)?;
         for s in image.snaps()? {
             if number(&job.prefix, &s.name).is_some() && !(job.keep_last && s.name == newest) {
                 image.snap_remove(&s.name)?;
@@ -199,14 +198,6 @@ fn cleanup(job: &Migrate, ctx: &Context, newest: &str) -> Result<Vec<String>> {
         }
     }
     Ok(removed)
-}
-
-fn no_image(label: &str) -> Error {
-    Error::Open {
-        op: "open",
-        image: label.to_owned(),
-        err: std::io::Error::new(std::io::ErrorKind::NotFound, "no such image"),
-    }
 }
 
 #[cfg(test)]

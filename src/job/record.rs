@@ -140,6 +140,24 @@ pub fn provenance(fields: Vec<(String, String)>) -> String {
     serde_json::to_string(&map).expect("a map serializes")
 }
 
+/// Whether provenance record `made` (as [`provenance`] writes it) says its snapshot is
+/// snapshot `snap_id` of the image `image` identifies (its cluster fsid, pool id and image
+/// id, as [`crate::backend::rbd::Managed::identity`] gives them).
+pub fn is_copy_of(made: &str, image: &[(String, String)], snap_id: u64) -> bool {
+    let Ok(map) = serde_json::from_str::<BTreeMap<String, String>>(made) else {
+        return false;
+    };
+    image.iter().all(|(k, v)| map.get(k) == Some(v))
+        && map.get("snapshot id") == Some(&snap_id.to_string())
+}
+
+/// Field `key` of provenance record `made`.
+pub fn provenance_field(made: &str, key: &str) -> Option<String> {
+    serde_json::from_str::<BTreeMap<String, String>>(made)
+        .ok()?
+        .remove(key)
+}
+
 /// The [`Checkpoint`] of a job: makes what landed durable, then saves its record with the
 /// new mark to the destination.
 pub struct Saver {
@@ -156,16 +174,6 @@ pub struct Saver {
     pub saved: AtomicBool,
     /// The destination's lock or lease, checked before each record.
     pub hold: Arc<dyn Hold>,
-}
-
-impl Saver {
-    /// Drops the job's record at its end, if there is one (no round trip otherwise).
-    pub fn clear(&self) -> Result<()> {
-        match self.saved.load(Ordering::Relaxed) {
-            true => self.store.clear(),
-            false => Ok(()),
-        }
-    }
 }
 
 impl Checkpoint for Saver {
