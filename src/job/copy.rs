@@ -184,9 +184,12 @@ fn once(job: &Copy, ctx: &Context, restart: bool) -> Result<Outcome> {
         hold: dest.hold(),
         stream: None,
     });
-    // No record is saved before the first checkpoint: a staged image without one is
-    // removed by a rerun, and an in-place one is written again whole (one round trip
-    // fewer per job).
+    // A new image gets no record before the first checkpoint: a staged image without one
+    // is removed by a rerun (one round trip fewer per job). An incremental copy writes in
+    // place, so its record comes first: writes without one would read as someone else's.
+    if job.from_snap.is_some() {
+        saver.begin()?;
+    }
     let jobs = job.jobs.unwrap_or_else(|| default_jobs(job.chunk_size));
     let start = saver.record.lock().unwrap().mark;
     let opts = Options {

@@ -176,6 +176,31 @@ pub struct Saver {
     pub hold: Arc<dyn Hold>,
 }
 
+impl Saver {
+    /// Drops the job's record at its end, if there is one (no round trip otherwise).
+    pub fn clear(&self) -> Result<()> {
+        match self.saved.load(Ordering::Relaxed) {
+            true => self.store.clear(),
+            false => Ok(()),
+        }
+    }
+}
+
+impl Saver {
+    /// Saves the record before the first write of a job that writes in place, unless one
+    /// is there: a run killed before its first checkpoint then leaves a record of its
+    /// writes, by which a backup tells them from someone else's.
+    pub fn begin(&self) -> Result<()> {
+        if self.saved.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        self.hold.check()?;
+        self.store.save(&self.record.lock().unwrap().text())?;
+        self.saved.store(true, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
 impl Checkpoint for Saver {
     fn save(&self, mark: u64) -> Result<()> {
         self.hold.check()?;
