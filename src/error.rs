@@ -236,12 +236,25 @@ impl Error {
     }
 
     /// Whether only a new connection can mend it: the client was blocklisted (ESHUTDOWN),
-    /// writes stopped answering ([`Error::Stalled`], [`Error::Abandoned`]), or the lease
-    /// went unrenewed ([`Error::LeaseLost`]).
+    /// writes stopped answering ([`Error::Stalled`], [`Error::Abandoned`]), the lease
+    /// went unrenewed ([`Error::LeaseLost`]), or a call timed out on every attempt (after
+    /// an OSD pause, a client's session with it can stay wedged while a new client's works).
     pub fn wants_new_connection(&self) -> bool {
         self.abandoned()
             || matches!(self.root(), Error::Stalled { .. } | Error::LeaseLost { .. })
             || self.errno() == Some(libc::ESHUTDOWN)
+            || self.timed_out_throughout()
+    }
+
+    /// Whether every attempt of a retried call timed out.
+    fn timed_out_throughout(&self) -> bool {
+        match self {
+            Error::Retried { last, .. } => last.errno() == Some(libc::ETIMEDOUT),
+            Error::Resumable { cause: e, .. } | Error::Abandoned { cause: e, .. } => {
+                e.timed_out_throughout()
+            }
+            _ => false,
+        }
     }
 
     /// `self` as the error of a job whose destination `dst` keeps what was written.
@@ -410,7 +423,12 @@ mod tests {
         };
         assert_eq!(refused.exit().code(), 3);
         assert!(!refused.wants_new_connection());
-        assert!(!retried.wants_new_connection());
+        assert!(retried.wants_new_connection(), "time-outs throughout");
+        let failed = Error::Retried {
+            attempts: 4,
+            last: Box::new(e(libc::ECONNRESET)),
+        };
+        assert!(!failed.wants_new_connection());
         let blocklisted = e(libc::ESHUTDOWN).kept("dst");
         assert!(blocklisted.wants_new_connection());
         let stalled = Error::Abandoned {
