@@ -13,7 +13,7 @@ use super::sidecar::Sidecar;
 use crate::engine::{Buffers, Chunk, ImageSink, Piece};
 use crate::error::{Error, Result};
 use crate::location::Location;
-use crate::stream::{Header, Reader, Record, Writer};
+use crate::stream::{Header, ImageHeader, Reader, Record, Writer};
 
 /// Bytes buffered between the workers and the output.
 const BUFFER: usize = 1 << 20;
@@ -114,14 +114,28 @@ struct Out {
     sums: Sidecar,
 }
 
-/// An `export-diff` destination: a v1 stream, written in offset order.
+/// Where the diffs of an image stream are written, one after the other: the writer a
+/// [`StreamSink::part`] takes, and gives back once its diff ended.
+pub type Slot = Arc<Mutex<Option<BufWriter<Box<dyn Write + Send>>>>>;
+
+/// A new [`Slot`] writing to `w`.
+pub fn slot(w: Box<dyn Write + Send>) -> Slot {
+    Arc::new(Mutex::new(Some(BufWriter::with_capacity(BUFFER, w))))
+}
+
+/// An `export-diff` destination: a v1 stream, written in offset order; or one v2 diff of
+/// an image stream.
 pub struct StreamSink {
     name: String,
+    v2: bool,
     from: Option<String>,
-    to: Option<String>,
+    /// The to-snap, and whether it is protected.
+    to: Option<(String, bool)>,
     out: Mutex<Out>,
     output: Mutex<Option<Output>>,
     sidecar: Option<(PathBuf, bool)>,
+    /// For a part of an image stream: where the writer goes back.
+    slot: Option<Slot>,
 }
 
 impl StreamSink {
@@ -146,12 +160,39 @@ impl StreamSink {
         };
         Ok(StreamSink {
             name: loc.to_string(),
+            v2: false,
             from,
-            to,
+            to: to.map(|t| (t, false)),
             out: Mutex::new(out),
             output: Mutex::new(Some(output)),
             sidecar: sidecar.map(|p| (p, overwrite)),
+            slot: None,
         })
+    }
+
+    /// The next v2 diff of the image stream `name` that `slot` writes: from snapshot
+    /// `from` to `to` (with its protection), or to the head.
+    pub fn part(
+        name: &str,
+        slot: &Slot,
+        from: Option<String>,
+        to: Option<(String, bool)>,
+    ) -> StreamSink {
+        let raw = slot.lock().unwrap().take();
+        StreamSink {
+            name: name.to_owned(),
+            v2: true,
+            from,
+            to,
+            out: Mutex::new(Out {
+                writer: None,
+                raw: Some(raw.expect("the diff before this one ended")),
+                sums: Sidecar::default(),
+            }),
+            output: Mutex::new(None),
+            sidecar: None,
+            slot: Some(Arc::clone(slot)),
+        }
     }
 
     fn with<T>(
@@ -186,7 +227,8 @@ impl ImageSink for StreamSink {
     fn resize(&self, size: u64) -> Result<()> {
         let mut out = self.out.lock().unwrap();
         let raw = out.raw.take().expect("the header is written once");
-        let w = Writer::start(raw, self.from.as_deref(), self.to.as_deref(), size)
+        let to = self.to.as_ref().map(|(t, p)| (t.as_str(), *p));
+        let w = Writer::begin(raw, self.v2, self.from.as_deref(), to, size)
             .map_err(|e| Error::io("write", &self.name, 0, e))?;
         out.writer = Some(w);
         Ok(())
@@ -221,6 +263,10 @@ impl ImageSink for StreamSink {
         let buffered = writer
             .end()
             .map_err(|e| Error::io("write", &self.name, 0, e))?;
+        if let Some(slot) = &self.slot {
+            *slot.lock().unwrap() = Some(buffered);
+            return Ok(());
+        }
         let inner = buffered
             .into_inner()
             .map_err(|e| Error::io("write", &self.name, 0, e.into_error()))?;
@@ -284,48 +330,76 @@ pub fn window_crc(path: &Path, offset: u64) -> Result<u32> {
     Ok(crc32fast::hash(&buf))
 }
 
+/// Opens `loc` (`-` or a path) for reading: the input, buffered, its name, and for a file
+/// the file again, to seek in.
+fn open_input(loc: &Location) -> Result<(Box<dyn Read + Send>, String, Option<File>)> {
+    match loc {
+        Location::Stdio => Ok((Box::new(io::stdin()), "-".into(), None)),
+        Location::Path(path) => {
+            let name = path.display().to_string();
+            let file = File::open(path).map_err(|e| Error::open("open", &name, e))?;
+            let seekable = file
+                .try_clone()
+                .map_err(|e| Error::open("open", &name, e))?;
+            Ok((
+                Box::new(io::BufReader::with_capacity(IN_BUFFER, file)),
+                name,
+                Some(seekable),
+            ))
+        }
+        Location::Rbd(spec) => Err(Error::Unsupported(format!(
+            "{spec} is an image, not a stream"
+        ))),
+    }
+}
+
 /// Opens the stream at `loc` (`-` or a path) and reads its header.
 pub fn open_stream(
     loc: &Location,
     sums: Option<Sidecar>,
 ) -> Result<(Header, Pieces<Box<dyn Read + Send>>)> {
-    let mut seekable = None;
-    let (input, name): (Box<dyn Read + Send>, String) = match loc {
-        Location::Stdio => (Box::new(io::stdin()), "-".into()),
-        Location::Path(path) => {
-            let name = path.display().to_string();
-            let file = File::open(path).map_err(|e| Error::open("open", &name, e))?;
-            seekable = Some(
-                file.try_clone()
-                    .map_err(|e| Error::open("open", &name, e))?,
-            );
-            (
-                Box::new(io::BufReader::with_capacity(IN_BUFFER, file)),
-                name,
-            )
-        }
-        Location::Rbd(spec) => {
-            return Err(Error::Unsupported(format!(
-                "{spec} is an image, not a stream"
-            )))
-        }
-    };
+    let (input, name, file) = open_input(loc)?;
     let (reader, header, first) = Reader::open(input, &name)?;
-    Ok((
+    let mut pieces = Pieces::new(reader, first, file);
+    pieces.sums = sums.map(|s| (s, 0));
+    Ok((header, pieces))
+}
+
+/// An image stream (`rbd export --export-format 2`) opened and its header read: the
+/// reader stands at its first diff.
+pub struct ImageStream {
+    /// The header.
+    pub header: ImageHeader,
+    /// The stream, at the next diff.
+    pub reader: Reader<Box<dyn Read + Send>>,
+    /// The stream file, if it is one.
+    pub file: Option<File>,
+}
+
+/// Opens the image stream at `loc` (`-` or a path) and reads its header.
+pub fn open_image_stream(loc: &Location) -> Result<ImageStream> {
+    let (input, name, file) = open_input(loc)?;
+    let mut reader = Reader::at(input, &name, 0, 0);
+    let header = reader.image_header()?;
+    Ok(ImageStream {
         header,
-        Pieces {
-            reader,
-            first,
-            sums: sums.map(|s| (s, 0)),
-            name,
-            buffers: None,
-            file: seekable,
-            marks: None,
-            expect: None,
-            seeked: false,
-            data: 0,
-        },
-    ))
+        reader,
+        file,
+    })
+}
+
+impl ImageStream {
+    /// Reads the next diff's header: the diff's records follow as pieces, and
+    /// [`Pieces::into_reader`] gives the stream back for the diff after.
+    pub fn diff(
+        mut reader: Reader<Box<dyn Read + Send>>,
+        file: Option<&File>,
+    ) -> Result<(Header, Pieces<Box<dyn Read + Send>>)> {
+        let (header, first) = reader.diff(true)?;
+        let file = file.map(File::try_clone).transpose();
+        let file = file.map_err(|e| Error::open("open", reader.name(), e))?;
+        Ok((header, Pieces::new(reader, first, file)))
+    }
 }
 
 impl Pieces<Box<dyn Read + Send>> {
@@ -345,7 +419,8 @@ impl Pieces<Box<dyn Read + Send>> {
         file.seek(io::SeekFrom::Start(offset))
             .map_err(|e| Error::io("seek", &self.name, offset, e))?;
         let input: Box<dyn Read + Send> = Box::new(io::BufReader::with_capacity(IN_BUFFER, file));
-        self.reader = Reader::resume(input, &self.name, size, offset, crc);
+        let v2 = self.reader.v2();
+        self.reader = Reader::resume(input, &self.name, size, offset, crc, v2);
         self.first = None;
         self.seeked = true;
         self.data = data;
@@ -354,17 +429,51 @@ impl Pieces<Box<dyn Read + Send>> {
 }
 
 impl<R: Read> Pieces<R> {
+    /// The records of the diff `reader` stands in, from `first`; `file` is the stream
+    /// file, for a resume to seek in.
+    fn new(reader: Reader<R>, first: Option<Record>, file: Option<File>) -> Pieces<R> {
+        let name = reader.name().to_owned();
+        Pieces {
+            reader,
+            first,
+            sums: None,
+            name,
+            buffers: None,
+            file,
+            marks: None,
+            expect: None,
+            seeked: false,
+            data: 0,
+        }
+    }
+
+    /// The stream, after the end of this diff (every record must have been read).
+    pub fn into_reader(self) -> Reader<R> {
+        self.reader
+    }
+
+    /// Reads the rest of the diff without applying it (a diff the destination holds).
+    pub fn skip_rest(&mut self) -> Result<()> {
+        if let Some(Record::Write { .. }) = self.first.take() {
+            self.reader.data_skip()?;
+        }
+        while let Some(record) = self.reader.next_record()? {
+            if let Record::Write { .. } = record {
+                self.reader.data_skip()?;
+            }
+        }
+        Ok(())
+    }
+
     /// The same pieces, read into buffers taken from `buffers` (where the engine gives
     /// them back once written).
-    pub fn reuse(mut self, buffers: Arc<Buffers>) -> Self {
+    pub fn reuse(&mut self, buffers: Arc<Buffers>) {
         self.buffers = Some(buffers);
-        self
     }
 
     /// The same pieces, publishing the stream's crc32 at each record boundary to `marks`.
-    pub fn marks(mut self, marks: Marks) -> Self {
+    pub fn marks(&mut self, marks: Marks) {
         self.marks = Some(marks);
-        self
     }
 
     /// Publishes the crc32 of the stream before the record just read and after it; checks

@@ -97,6 +97,12 @@ pub enum Command {
     /// Apply an `rbd export-diff` v1 stream to an image, many writes in flight.
     #[command(name = "import-diff", after_help = AFTER_HELP)]
     ImportDiff(ImportDiffArgs),
+    /// Write an image with its snapshots as an `rbd export --export-format 2` stream (or, format 1, its raw bytes).
+    #[command(after_help = AFTER_HELP)]
+    Export(ExportArgs),
+    /// Create an image with its snapshots from an `rbd export --export-format 2` stream (or, format 1, from raw bytes), many writes in flight.
+    #[command(after_help = AFTER_HELP)]
+    Import(ImportArgs),
     /// Back up an RBD image: snapshot it, copy what changed since the newest snapshot both sides hold, keep a history with retention.
     #[command(after_help = BACKUP_HELP)]
     Backup(BackupArgs),
@@ -443,6 +449,59 @@ pub struct ImportDiffArgs {
     #[arg(long, value_name = "PATH")]
     pub crc: Option<PathBuf>,
     /// Writes in flight, each one record [default: 512, with at most 64 MiB of records in memory; at most 128 threads for a destination that is not RBD].
+    #[arg(short = 'j', long = "jobs", value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub jobs: Option<u16>,
+    #[command(flatten)]
+    pub limits: LimitArgs,
+    #[command(flatten)]
+    pub retry: RetryArgs,
+    #[command(flatten)]
+    pub resume: ResumeArgs,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+/// `rbdcp export`.
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// The image (rbd:POOL/IMAGE); with @SNAP the export ends at that snapshot, which is then the stream's head.
+    #[arg(value_name = "SRC")]
+    pub src: String,
+    /// The stream file, or - for standard output (format 2 only); a file is renamed into place when complete.
+    #[arg(value_name = "PATH")]
+    pub out: String,
+    /// 2: the image's shape, image-meta and every snapshot (each with its protection) as `rbd export --export-format 2` writes them, for `rbd import --export-format 2` or `rbdcp import`; 1: the raw bytes of the image (as `rbdcp copy SRC PATH`).
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=2))]
+    pub export_format: u8,
+    /// Replace the file if it exists.
+    #[arg(long)]
+    pub overwrite: bool,
+    #[command(flatten)]
+    pub workers: Workers,
+    #[command(flatten)]
+    pub limits: LimitArgs,
+    #[command(flatten)]
+    pub retry: RetryArgs,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+/// `rbdcp import`.
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// The stream file, or - for standard input (format 2 only).
+    #[arg(value_name = "PATH")]
+    pub input: String,
+    /// The image to create (rbd:POOL/IMAGE); it must not exist, unless an interrupted import of the same stream left it.
+    #[arg(value_name = "DST")]
+    pub dst: String,
+    /// 2: an `rbd export --export-format 2` stream: the image is created with its shape, image-meta and snapshots (protected where they were), one diff after the other; 1: raw image bytes (as `rbdcp copy PATH DST`).
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=2))]
+    pub export_format: u8,
+    /// Put the new image's data in POOL (an erasure-coded pool with allow_ec_overwrites, say), its header in DST's pool, as `rbd import --data-pool` does.
+    #[arg(long, value_name = "POOL")]
+    pub data_pool: Option<String>,
+    /// Writes in flight, each one record [default: 512, with at most 64 MiB of records in memory].
     #[arg(short = 'j', long = "jobs", value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub jobs: Option<u16>,
     #[command(flatten)]

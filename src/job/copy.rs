@@ -150,7 +150,7 @@ fn once(job: &Copy, ctx: &Context, restart: bool) -> Result<Outcome> {
         access: ctx.access.clone(),
         ..SinkOptions::default()
     };
-    let Some(super::Opened { dest, sink, store }) = ctx.open(prepared, &sink_opts)? else {
+    let Some(super::Opened { dest, sink, store }) = ctx.open(prepared, &sink_opts, None)? else {
         return Ok(Outcome {
             complete: true,
             report: engine::Report {

@@ -9,6 +9,7 @@
 
 pub mod backup;
 pub mod copy;
+pub mod export;
 pub mod history;
 pub mod import;
 pub mod metrics;
@@ -88,12 +89,26 @@ impl Context {
 
     /// Opens `dst` for a job (what an earlier run left), its sink and
     /// store behind the retry policy; `None` when it holds the job's result already (any
-    /// record left from the end of that job is dropped).
-    fn open(&self, dst: Prepared, opts: &SinkOptions) -> Result<Option<Opened>> {
+    /// record left from the end of that job is dropped; with `own`, only a record of the
+    /// same source: a step of a longer job leaves the next step's record alone).
+    fn open(
+        &self,
+        dst: Prepared,
+        opts: &SinkOptions,
+        own: Option<&record::Record>,
+    ) -> Result<Option<Opened>> {
         let dest = dst.open(opts)?;
         let (sink, store) = self.retried(&dest);
         if dest.found == Found::Complete {
-            store.clear()?;
+            let mine = match own {
+                None => true,
+                Some(want) => store.load()?.is_some_and(|text| {
+                    record::Record::parse(&text, "").is_ok_and(|had| had.source == want.source)
+                }),
+            };
+            if mine {
+                store.clear()?;
+            }
             return Ok(None);
         }
         Ok(Some(Opened { dest, sink, store }))
