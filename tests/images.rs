@@ -181,13 +181,20 @@ fn streams_round_trip_with_debian_rbd_both_ways() {
         "only the head's diff again: {again:?}"
     );
 
-    // rbdcp's stream into rbd, from a file and through a pipe.
+    // rbdcp's stream into rbd, from a file (exported by a user with read-only caps) and
+    // through a pipe.
+    let keyring = c1.parent().unwrap().join("ro.keyring");
+    let read_only = format!(
+        "rbd:rbd/{img}:conf={}:id=ro:keyring={}",
+        c1.display(),
+        keyring.display()
+    );
     expect(
         rbdcp(d).args([
             "export",
             "--export-format",
             "2",
-            &loc(&c1, &format!("rbd/{img}")),
+            &read_only,
             ours.to_str().unwrap(),
         ]),
         0,

@@ -229,6 +229,13 @@ impl RbdSource {
     }
 }
 
+impl RbdSource {
+    /// The image's snapshots, oldest first.
+    pub fn snaps(&self) -> Result<Vec<crate::rbd::Snap>> {
+        self.image.snaps()
+    }
+}
+
 impl ImageSource for RbdSource {
     fn name(&self) -> &str {
         &self.label

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use super::{Context, Outcome};
-use crate::backend::rbd::Managed;
+use crate::backend::rbd::RbdSource;
 use crate::backend::stream::{slot, Output, StreamSink};
 use crate::backend::{open_source, SourceOptions};
 use crate::engine::{self, default_jobs, ImageSink, ImageSource, Options, Report};
@@ -33,9 +33,13 @@ pub struct Export {
 /// Runs `job`; the report sums every diff's.
 pub fn export_image(job: &Export, ctx: &Context) -> Result<Outcome> {
     let label = job.src.head().to_string();
-    let src = Managed::existing(&job.src, &ctx.access)?;
-    let mut snaps = src.snaps()?;
-    drop(src);
+    let opts = SourceOptions {
+        access: ctx.access.clone(),
+        ..SourceOptions::default()
+    };
+    // Opened read-only, as every source is: read-only caps do.
+    let head = RbdSource::open(&job.src, &opts)?;
+    let mut snaps = head.snaps()?;
     if let Some(end) = &job.src.snap {
         let at = snaps
             .iter()
@@ -46,11 +50,6 @@ pub fn export_image(job: &Export, ctx: &Context) -> Result<Outcome> {
             })?;
         snaps.truncate(at + 1);
     }
-    let opts = SourceOptions {
-        access: ctx.access.clone(),
-        ..SourceOptions::default()
-    };
-    let head = open_source(&Location::Rbd(job.src.clone()), &opts)?;
     let layout = head.layout();
     let object = layout.object_size.unwrap_or(4 << 20);
     let (unit, count) = layout.stripe.unwrap_or((object, 1));
