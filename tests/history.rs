@@ -17,7 +17,14 @@ const M: u64 = 1 << 20;
 struct Report {
     snapshots: Vec<String>,
     held: Vec<String>,
+    skipped: Vec<Skipped>,
     bytes_written: u64,
+}
+
+#[derive(Debug, Deserialize, PartialEq)]
+struct Skipped {
+    name: String,
+    namespace: String,
 }
 
 /// An image on cluster 1 with snapshots s1..s5: data written, overwritten and discarded
@@ -218,4 +225,48 @@ fn a_history_killed_in_its_middle_resumes_at_the_snapshot_and_offset_it_reached(
     assert_eq!(snaps(&c2, &img), names);
     same(&c1, &c2, &img, &names);
     rbd(&c1, &["snap", "purge", &format!("rbd/{img}")]);
+}
+
+#[test]
+fn snapshots_in_the_trash_or_owned_by_mirroring_are_skipped_and_reported() {
+    let Some((c1, c2)) = clusters() else { return };
+    let img = name("history-namespaces");
+    let spec = format!("rbd/{img}");
+    create(&c1, &img, 4 * M, &[(0, M as usize)]);
+    rbd(&c1, &["snap", "create", &format!("{spec}@u1")]);
+    // A snapshot removed while a (v2) clone depends on it goes to the trash namespace.
+    rbd(&c1, &["snap", "create", &format!("{spec}@t")]);
+    let kid = format!("rbd/{img}-kid");
+    rbd(
+        &c1,
+        &["clone", "--rbd-default-clone-format", "2", &format!("{spec}@t"), &kid],
+    );
+    rbd(&c1, &["snap", "rm", "--no-progress", &format!("{spec}@t")]);
+    write(&c1, &img, 2 * M, 10_000, 1);
+    rbd(&c1, &["snap", "create", &format!("{spec}@u2")]);
+    // Snapshot-based mirroring makes a snapshot of its own.
+    rbd(&c1, &["mirror", "pool", "enable", "rbd", "image"]);
+    rbd(&c1, &["mirror", "image", "enable", &spec, "snapshot"]);
+    let r = report(&run(
+        &[
+            "copy",
+            &loc(&c1, &spec),
+            &loc(&c2, &spec),
+            "--snapshots",
+            "all",
+            "--json",
+        ],
+        0,
+    ));
+    assert_eq!(r.snapshots, ["u1", "u2"]);
+    let kinds: Vec<&str> = r.skipped.iter().map(|s| s.namespace.as_str()).collect();
+    assert_eq!(kinds, ["trash", "mirror"], "{r:?}");
+    assert!(r.skipped[1].name.starts_with(".mirror.primary."), "{r:?}");
+    assert_eq!(snaps(&c2, &img), ["u1", "u2"]);
+    same(&c1, &c2, &img, &r.snapshots);
+    rbd(&c1, &["mirror", "image", "disable", &spec]);
+    rbd(&c1, &["mirror", "pool", "disable", "rbd"]);
+    rbd(&c1, &["rm", "--no-progress", &kid]);
+    rbd(&c1, &["snap", "purge", "--no-progress", &spec]);
+    rbd(&c2, &["snap", "purge", "--no-progress", &spec]);
 }

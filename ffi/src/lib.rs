@@ -20,6 +20,14 @@ pub const LIBRBD_VER_EXTRA: c_int = 0;
 
 /// Exclusive-lock mode: one owner at a time.
 pub const RBD_LOCK_MODE_EXCLUSIVE: rbd_lock_mode_t = 0;
+/// A snapshot a user made (`rbd snap create`).
+pub const RBD_SNAP_NAMESPACE_TYPE_USER: rbd_snap_namespace_type_t = 0;
+/// A snapshot of a group snapshot.
+pub const RBD_SNAP_NAMESPACE_TYPE_GROUP: rbd_snap_namespace_type_t = 1;
+/// A removed snapshot kept while clones depend on it.
+pub const RBD_SNAP_NAMESPACE_TYPE_TRASH: rbd_snap_namespace_type_t = 2;
+/// A snapshot owned by snapshot-based mirroring.
+pub const RBD_SNAP_NAMESPACE_TYPE_MIRROR: rbd_snap_namespace_type_t = 3;
 
 /// Image supports copy-on-write clones of its snapshots.
 pub const RBD_FEATURE_LAYERING: u64 = 1 << 0;
@@ -112,6 +120,8 @@ pub type rados_ioctx_t = *mut c_void;
 pub type rbd_image_t = *mut c_void;
 /// The mode of an image's managed lock (an enum in C).
 pub type rbd_lock_mode_t = c_uint;
+/// The namespace of a snapshot (an enum in C): user, group, trash or mirror.
+pub type rbd_snap_namespace_type_t = c_uint;
 /// Options for image creation, from `rbd_image_options_create`.
 pub type rbd_image_options_t = *mut c_void;
 /// An AIO completion, from `rbd_aio_create_completion`.
@@ -311,6 +321,12 @@ extern "C" {
         image: rbd_image_t,
         snap_name: *const c_char,
         is_protected: *mut c_int,
+    ) -> c_int;
+    /// Gets the namespace of snapshot `snap_id`.
+    pub fn rbd_snap_get_namespace_type(
+        image: rbd_image_t,
+        snap_id: u64,
+        namespace_type: *mut rbd_snap_namespace_type_t,
     ) -> c_int;
     /// Gets the id of snapshot `snapname`.
     pub fn rbd_snap_get_id(image: rbd_image_t, snapname: *const c_char, snap_id: *mut u64)

@@ -740,9 +740,17 @@ impl Managed {
         ])
     }
 
-    /// Its snapshots, oldest first.
+    /// Its user snapshots, oldest first.
     pub fn snaps(&self) -> Result<Vec<crate::rbd::Snap>> {
         self.image.snaps()
+    }
+
+    /// Its user snapshots, oldest first, and the others with their namespace (see
+    /// [`crate::rbd::Image::all_snaps`]).
+    pub fn all_snaps(
+        &self,
+    ) -> Result<(Vec<crate::rbd::Snap>, Vec<(crate::rbd::Snap, &'static str)>)> {
+        self.image.all_snaps()
     }
 
     /// Creates snapshot `snap` (librbd asks the image's lock owner to, if another client

@@ -359,6 +359,11 @@ fn history(a: CopyArgs, access: &Access) -> Result<ExitCode> {
             destination: dst.to_string(),
             snapshots: &done.snapshots,
             held: &done.held,
+            skipped: done
+                .skipped
+                .iter()
+                .map(|(name, namespace)| report::Skipped { name, namespace })
+                .collect(),
             bytes_read: sum(|r| r.bytes_read),
             bytes_written: sum(|r| r.bytes_written),
             bytes_zero: sum(|r| r.bytes_zero),
@@ -366,6 +371,9 @@ fn history(a: CopyArgs, access: &Access) -> Result<ExitCode> {
             retries: ctx.retries(),
         })?;
     } else {
+        for (name, namespace) in &done.skipped {
+            eprintln!("rbdcp: skipped {src}'s snapshot {name} ({namespace} namespace, not a user snapshot)");
+        }
         eprintln!(
             "rbdcp: copied {} snapshot(s) of {src} to {dst} ({} held already): {} written, {} zeroed in {seconds:.1} s",
             done.snapshots.len(),

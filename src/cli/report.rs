@@ -39,11 +39,20 @@ pub struct HistoryJson<'a> {
     pub destination: String,
     pub snapshots: &'a [String],
     pub held: &'a [String],
+    /// Snapshots that are not user snapshots: `{"name", "namespace"}`.
+    pub skipped: Vec<Skipped<'a>>,
     pub bytes_read: u64,
     pub bytes_written: u64,
     pub bytes_zero: u64,
     pub seconds: f64,
     pub retries: u64,
+}
+
+/// A snapshot `copy --snapshots` skipped.
+#[derive(Debug, Serialize)]
+pub struct Skipped<'a> {
+    pub name: &'a str,
+    pub namespace: &'a str,
 }
 
 /// The report of `rbdcp copy`.

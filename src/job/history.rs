@@ -1,6 +1,7 @@
 //! Copies an RBD image with its snapshot history: every user snapshot in creation order,
 //! the oldest whole and each next one as what changed since the one before, each made on
-//! the destination under its own name once its data is written.
+//! the destination under its own name once its data is written. Snapshots of other
+//! namespaces (in the trash, owned by mirroring or a group) are skipped and reported.
 //!
 //! Each step is a [`Copy`], so each is resumable, and a snapshot the destination holds
 //! already (with the provenance record of this source's snapshot) is a step done: a rerun
@@ -47,6 +48,9 @@ pub struct Copied {
     pub held: Vec<String>,
     /// Each step's outcome, in order.
     pub steps: Vec<Outcome>,
+    /// The source's snapshots that are not user snapshots, skipped: name and namespace
+    /// (`trash`, `mirror`, `group`).
+    pub skipped: Vec<(String, &'static str)>,
 }
 
 /// Runs `job`.
@@ -54,7 +58,7 @@ pub fn copy_history(job: &History, ctx: &Context) -> Result<Copied> {
     let src_label = job.src.head().to_string();
     let src = Managed::existing(&job.src, &ctx.access)?;
     let image = src.identity()?;
-    let mut snaps = src.snaps()?;
+    let (mut snaps, others) = src.all_snaps()?;
     drop(src);
     if let Some(end) = &job.src.snap {
         let at = snaps
@@ -84,7 +88,10 @@ pub fn copy_history(job: &History, ctx: &Context) -> Result<Copied> {
         }
     };
     let held = held(job, ctx, &image, &snaps)?;
-    let mut done = Copied::default();
+    let mut done = Copied {
+        skipped: others.into_iter().map(|(s, kind)| (s.name, kind)).collect(),
+        ..Copied::default()
+    };
     for (i, snap) in snaps.iter().enumerate().skip(first) {
         if held.contains(&snap.name) {
             done.held.push(snap.name.clone());

@@ -729,8 +729,33 @@ impl Image {
         Ok(self.snaps()?.into_iter().map(|s| s.name).collect())
     }
 
-    /// The snapshots, oldest first.
+    /// The user snapshots (`rbd snap create`'s), oldest first.
     pub fn snaps(&self) -> Result<Vec<Snap>> {
+        Ok(self.all_snaps()?.0)
+    }
+
+    /// The user snapshots, oldest first, and the others (in the trash while clones
+    /// depend on them, owned by mirroring or by a group) with their namespace's name.
+    pub fn all_snaps(&self) -> Result<(Vec<Snap>, Vec<(Snap, &'static str)>)> {
+        let (mut user, mut other) = (Vec::new(), Vec::new());
+        for snap in self.list_snaps()? {
+            let mut kind: sys::rbd_snap_namespace_type_t = 0;
+            // SAFETY: the handle is open; librbd writes one value into `kind`.
+            let ret = unsafe { sys::rbd_snap_get_namespace_type(self.handle, snap.id, &mut kind) };
+            check(ret.into(), "rbd_snap_get_namespace_type", &self.name)?;
+            match kind {
+                sys::RBD_SNAP_NAMESPACE_TYPE_USER => user.push(snap),
+                sys::RBD_SNAP_NAMESPACE_TYPE_TRASH => other.push((snap, "trash")),
+                sys::RBD_SNAP_NAMESPACE_TYPE_MIRROR => other.push((snap, "mirror")),
+                sys::RBD_SNAP_NAMESPACE_TYPE_GROUP => other.push((snap, "group")),
+                _ => other.push((snap, "unknown")),
+            }
+        }
+        Ok((user, other))
+    }
+
+    /// Every snapshot `rbd_snap_list` gives, of every namespace, oldest first.
+    fn list_snaps(&self) -> Result<Vec<Snap>> {
         let mut max: c_int = 16;
         loop {
             // SAFETY: rbd_snap_info_t is plain data; all zeroes is a valid value.
