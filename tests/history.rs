@@ -239,7 +239,13 @@ fn snapshots_in_the_trash_or_owned_by_mirroring_are_skipped_and_reported() {
     let kid = format!("rbd/{img}-kid");
     rbd(
         &c1,
-        &["clone", "--rbd-default-clone-format", "2", &format!("{spec}@t"), &kid],
+        &[
+            "clone",
+            "--rbd-default-clone-format",
+            "2",
+            &format!("{spec}@t"),
+            &kid,
+        ],
     );
     rbd(&c1, &["snap", "rm", "--no-progress", &format!("{spec}@t")]);
     write(&c1, &img, 2 * M, 10_000, 1);

@@ -747,9 +747,7 @@ impl Managed {
 
     /// Its user snapshots, oldest first, and the others with their namespace (see
     /// [`crate::rbd::Image::all_snaps`]).
-    pub fn all_snaps(
-        &self,
-    ) -> Result<(Vec<crate::rbd::Snap>, Vec<(crate::rbd::Snap, &'static str)>)> {
+    pub fn all_snaps(&self) -> Result<crate::rbd::AllSnaps> {
         self.image.all_snaps()
     }
 

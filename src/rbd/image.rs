@@ -736,7 +736,7 @@ impl Image {
 
     /// The user snapshots, oldest first, and the others (in the trash while clones
     /// depend on them, owned by mirroring or by a group) with their namespace's name.
-    pub fn all_snaps(&self) -> Result<(Vec<Snap>, Vec<(Snap, &'static str)>)> {
+    pub fn all_snaps(&self) -> Result<AllSnaps> {
         let (mut user, mut other) = (Vec::new(), Vec::new());
         for snap in self.list_snaps()? {
             let mut kind: sys::rbd_snap_namespace_type_t = 0;
@@ -914,6 +914,10 @@ pub struct Snap {
     /// Its name.
     pub name: String,
 }
+
+/// An image's user snapshots, and its others with their namespace's name (see
+/// [`Image::all_snaps`]).
+pub type AllSnaps = (Vec<Snap>, Vec<(Snap, &'static str)>);
 
 /// `len` as the 32-bit length of Ceph's encoding.
 fn len32(len: usize, what: &str) -> Result<u32> {
