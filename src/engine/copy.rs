@@ -123,6 +123,20 @@ pub struct Report {
 }
 
 impl Report {
+    /// Adds the counts of `r`, a later part of the same job (a diff of an image stream),
+    /// and takes its size.
+    pub fn add(&mut self, r: &Report) {
+        self.size = r.size;
+        self.bytes_read += r.bytes_read;
+        self.bytes_written += r.bytes_written;
+        self.bytes_zero += r.bytes_zero;
+        self.extents += r.extents;
+        self.chunks += r.chunks;
+        self.seconds += r.seconds;
+        self.bytes_skipped += r.bytes_skipped;
+        self.resumed_from = self.resumed_from.or(r.resumed_from);
+    }
+
     /// Bytes covered (copied or zeroed) per second.
     pub fn bytes_per_second(&self) -> f64 {
         if self.seconds > 0.0 {

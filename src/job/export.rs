@@ -90,7 +90,7 @@ pub fn export_image(job: &Export, ctx: &Context) -> Result<Outcome> {
             from.clone(),
             Some((snap.name.clone(), protected)),
         );
-        add(&mut total, &diff(job, ctx, src, &sink, &snap.name)?);
+        total.add(&diff(job, ctx, src, &sink, &snap.name)?);
         from = Some(snap.name.clone());
     }
     let sink = StreamSink::part(&name, &slot, from.clone(), None);
@@ -103,7 +103,7 @@ pub fn export_image(job: &Export, ctx: &Context) -> Result<Outcome> {
             &Location::Rbd(job.src.clone()),
             &SourceOptions { base: from, ..opts },
         )?;
-        add(&mut total, &diff(job, ctx, src, &sink, "head")?);
+        total.add(&diff(job, ctx, src, &sink, "head")?);
     }
     let w = slot.lock().unwrap().take().expect("the last diff ended");
     drop(
@@ -137,14 +137,4 @@ fn diff(
     };
     let bar = (ctx.bars)(&format!("export {what}"));
     engine::copy(&src, sink, &opts, &ctx.throttle, bar.as_ref())
-}
-
-/// Adds `r`'s counts to `total`.
-fn add(total: &mut Report, r: &Report) {
-    total.bytes_read += r.bytes_read;
-    total.bytes_written += r.bytes_written;
-    total.bytes_zero += r.bytes_zero;
-    total.extents += r.extents;
-    total.chunks += r.chunks;
-    total.seconds += r.seconds;
 }

@@ -120,7 +120,7 @@ fn image(job: &Import, ctx: &Context) -> Result<Outcome> {
         }
         let prepared = match prepared.take() {
             Some(p) => p,
-            None => prepare_dest(&job.dst, &ctx.access)?,
+            None => prepare_dest(&job.dst, &ctx.access).map_err(kept)?,
         };
         // A snapshot made from this diff is this stream's: the crc32 of every byte before
         // the diff names it (and so the stream up to there).
@@ -129,25 +129,12 @@ fn image(job: &Import, ctx: &Context) -> Result<Outcome> {
         if outcome.complete {
             pieces.skip_rest().map_err(kept)?;
         }
-        add(&mut total.report, &outcome.report);
+        total.report.add(&outcome.report);
         total.complete = outcome.complete && (total.complete || i == 0);
         reader = pieces.into_reader();
         from = header.to;
     }
     Ok(total)
-}
-
-/// Adds `r`'s counts to `total`; the size is the last one's.
-fn add(total: &mut Report, r: &Report) {
-    total.size = r.size;
-    total.bytes_read += r.bytes_read;
-    total.bytes_written += r.bytes_written;
-    total.bytes_zero += r.bytes_zero;
-    total.extents += r.extents;
-    total.chunks += r.chunks;
-    total.seconds += r.seconds;
-    total.bytes_skipped += r.bytes_skipped;
-    total.resumed_from = total.resumed_from.or(r.resumed_from);
 }
 
 /// Applies one diff, `header` and then `pieces`, to `dst`, which `prepared` holds;
