@@ -32,7 +32,6 @@ pub struct Export {
 
 /// Runs `job`; the report sums every diff's.
 pub fn export_image(job: &Export, ctx: &Context) -> Result<Outcome> {
-    let label = job.src.head().to_string();
     let opts = SourceOptions {
         access: ctx.access.clone(),
         ..SourceOptions::default()
@@ -40,16 +39,7 @@ pub fn export_image(job: &Export, ctx: &Context) -> Result<Outcome> {
     // Opened read-only, as every source is: read-only caps do.
     let head = RbdSource::open(&job.src, &opts)?;
     let mut snaps = head.snaps()?;
-    if let Some(end) = &job.src.snap {
-        let at = snaps
-            .iter()
-            .position(|s| &s.name == end)
-            .ok_or_else(|| Error::NoSnap {
-                image: label.clone(),
-                snap: end.clone(),
-            })?;
-        snaps.truncate(at + 1);
-    }
+    super::history::end_at(&mut snaps, &job.src)?;
     let layout = head.layout();
     let object = layout.object_size.unwrap_or(4 << 20);
     let (unit, count) = layout.stripe.unwrap_or((object, 1));

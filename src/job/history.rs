@@ -60,16 +60,7 @@ pub fn copy_history(job: &History, ctx: &Context) -> Result<Copied> {
     let image = src.identity()?;
     let (mut snaps, others) = src.all_snaps()?;
     drop(src);
-    if let Some(end) = &job.src.snap {
-        let at = snaps
-            .iter()
-            .position(|s| &s.name == end)
-            .ok_or_else(|| Error::NoSnap {
-                image: src_label.clone(),
-                snap: end.clone(),
-            })?;
-        snaps.truncate(at + 1);
-    }
+    end_at(&mut snaps, &job.src)?;
     if snaps.is_empty() {
         return Err(Error::Unsupported(format!(
             "{src_label} has no snapshot: --snapshots copies snapshots (take one with `rbd snap create`)"
@@ -114,6 +105,22 @@ pub fn copy_history(job: &History, ctx: &Context) -> Result<Copied> {
         done.snapshots.push(snap.name.clone());
     }
     Ok(done)
+}
+
+/// Cuts `snaps` (oldest first) after the snapshot `spec` names, if it names one.
+pub(super) fn end_at(snaps: &mut Vec<Snap>, spec: &RbdSpec) -> Result<()> {
+    let Some(end) = &spec.snap else {
+        return Ok(());
+    };
+    let at = snaps
+        .iter()
+        .position(|s| &s.name == end)
+        .ok_or_else(|| Error::NoSnap {
+            image: spec.head().to_string(),
+            snap: end.clone(),
+        })?;
+    snaps.truncate(at + 1);
+    Ok(())
 }
 
 /// The snapshots of the source's history that the destination holds as this source's
