@@ -197,7 +197,7 @@ fn a_history_killed_in_its_middle_resumes_at_the_snapshot_and_offset_it_reached(
         "--checkpoint-interval",
         "0.05",
         "--bps-limit",
-        "8M",
+        "2M",
         "--chunk-size",
         "4M",
     ];
