@@ -111,7 +111,7 @@ pub enum Error {
     },
     /// The job cannot go on without an operator's decision (a progress record made for
     /// another source, a changed snapshot).
-    #[error("refusing to resume into {image}: {reason}")]
+    #[error("refusing to write {image}: {reason}")]
     Refused {
         /// The destination.
         image: String,

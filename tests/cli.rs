@@ -470,7 +470,7 @@ fn a_record_for_another_source_is_refused_with_3_until_restart() {
     let out = expect(rbdcp(d).args(["copy", "a.img", "b.img"]), 3);
     let err = stderr(&out);
     assert!(
-        err.contains("refusing to resume into b.img: the source's"),
+        err.contains("refusing to write b.img: the source's"),
         "{err}"
     );
     assert!(err.contains("changed: recorded"), "{err}");

@@ -36,6 +36,11 @@ fn history(conf: &std::path::Path, img: &str) -> Vec<String> {
         12 * M,
         &[(0, 2 * M as usize), (8 * M, M as usize)],
     );
+    snapshots(conf, img)
+}
+
+/// Snapshots s1..s5 of `img`, with data written, overwritten and discarded between them.
+fn snapshots(conf: &std::path::Path, img: &str) -> Vec<String> {
     let mut names = Vec::new();
     for i in 1..=5u64 {
         match i {
@@ -275,4 +280,183 @@ fn snapshots_in_the_trash_or_owned_by_mirroring_are_skipped_and_reported() {
     rbd(&c1, &["rm", "--no-progress", &kid]);
     rbd(&c1, &["snap", "purge", "--no-progress", &spec]);
     rbd(&c2, &["snap", "purge", "--no-progress", &spec]);
+}
+
+/// `rbd du`'s bytes used by `spec` (an image or a snapshot).
+fn used(conf: &std::path::Path, spec: &str) -> u64 {
+    let du: serde_json::Value =
+        serde_json::from_slice(&rbd(conf, &["du", "--format", "json", spec])).unwrap();
+    du["images"][0]["used_size"].as_u64().unwrap()
+}
+
+/// The parent of `rbd/image` as `rbd info` shows it (`POOL/IMAGE@SNAP`), if any.
+fn parent(conf: &std::path::Path, image: &str) -> Option<String> {
+    let info: serde_json::Value = serde_json::from_slice(&rbd(
+        conf,
+        &["info", "--format", "json", &format!("rbd/{image}")],
+    ))
+    .unwrap();
+    let p = info.get("parent")?;
+    Some(format!(
+        "{}/{}@{}",
+        p["pool"].as_str()?,
+        p["image"].as_str()?,
+        p["snapshot"].as_str()?
+    ))
+}
+
+#[test]
+fn a_clone_keeps_its_parent_link_and_copies_only_its_own_data() {
+    let Some((c1, c2)) = clusters() else { return };
+    let img = name("golden");
+    // In objects of 1 MiB, so that its clones' objects can be as small (a clone's objects
+    // are no smaller than its parent's).
+    let data = [(0, 2 * M as usize), (8 * M, M as usize)];
+    create_1m_with_s1(&c1, &img, 12 * M, &data);
+    rbd(
+        &c1,
+        &["snap", "rm", "--no-progress", &format!("rbd/{img}@s1")],
+    );
+    snapshots(&c1, &img);
+    rbd(&c1, &["snap", "protect", &format!("rbd/{img}@s3")]);
+    // The parent's history, under another name: the copy is found by its provenance.
+    let copied = format!("{img}-copied");
+    run(
+        &[
+            "copy",
+            &loc(&c1, &format!("rbd/{img}")),
+            &loc(&c2, &format!("rbd/{copied}")),
+            "--snapshots",
+            "all",
+        ],
+        0,
+    );
+    // Two clones of s3 in objects of 1 MiB: one with fast-diff (its own objects come from
+    // the object map), one without (from the exact listing). Each writes a little, zeroes
+    // parent data (which must not show through on the copy), grows and writes beyond the
+    // parent, with a snapshot after each change.
+    for (kid, features) in [
+        ("fast", "layering,exclusive-lock,object-map,fast-diff"),
+        ("plain", "layering"),
+    ] {
+        let kid = format!("{img}-{kid}");
+        rbd(
+            &c1,
+            &[
+                "clone",
+                "--object-size",
+                "1M",
+                "--image-feature",
+                features,
+                &format!("rbd/{img}@s3"),
+                &format!("rbd/{kid}"),
+            ],
+        );
+        write(&c1, &kid, 8 * M + 4096, 5000, 21);
+        rbd(&c1, &["snap", "create", &format!("rbd/{kid}@c1")]);
+        zero(&c1, &kid, M + 4096, 8192);
+        write(&c1, &kid, 2 * M, 3000, 22);
+        rbd(&c1, &["snap", "create", &format!("rbd/{kid}@c2")]);
+        rbd(
+            &c1,
+            &[
+                "resize",
+                "--no-progress",
+                "--size",
+                "16M",
+                &format!("rbd/{kid}"),
+            ],
+        );
+        write(&c1, &kid, 14 * M, 6000, 23);
+        rbd(&c1, &["snap", "create", &format!("rbd/{kid}@c3")]);
+        let kids = ["c1".to_owned(), "c2".to_owned(), "c3".to_owned()];
+
+        let (src, dst) = (
+            loc(&c1, &format!("rbd/{kid}")),
+            loc(&c2, &format!("rbd/{kid}")),
+        );
+        let out = run(
+            &[
+                "copy",
+                &src,
+                &dst,
+                "--snapshots",
+                "all",
+                "--keep-parent",
+                "--json",
+            ],
+            0,
+        );
+        let r = json(&out);
+        assert_eq!(r["clone_of"]["parent"], format!("rbd/{img}@s3"), "{r}");
+        assert_eq!(r["clone_of"]["flattened"], false, "{r}");
+        assert_eq!(snaps(&c2, &kid), kids);
+        same(&c1, &c2, &kid, &kids);
+        assert_eq!(parent(&c2, &kid), Some(format!("rbd/{copied}@s3")));
+        // Only the clone's own objects were written: 4 of 1 MiB (at 1, 2, 8 and 14 MiB),
+        // not the parent's 12 MiB.
+        let (have, got) = (
+            used(&c1, &format!("rbd/{kid}@c3")),
+            used(&c2, &format!("rbd/{kid}@c3")),
+        );
+        assert!(
+            got <= have && got <= 4 * M,
+            "{kid}: {got} bytes used on the copy, {have} on the source"
+        );
+        assert!(
+            r["bytes_read"].as_u64().unwrap() <= 4 * M,
+            "{kid}: read {r}"
+        );
+
+        // Without --keep-parent a clone is copied flattened, and the report says so.
+        let flat = format!("{kid}-flat");
+        let r = json(&run(
+            &[
+                "copy",
+                &loc(&c1, &format!("rbd/{kid}@c2")),
+                &loc(&c2, &format!("rbd/{flat}")),
+                "--json",
+            ],
+            0,
+        ));
+        assert_eq!(r["clone_of"]["flattened"], true, "{r}");
+        assert_eq!(parent(&c2, &flat), None);
+        assert!(export(&c2, &format!("rbd/{flat}@c2")) == export(&c1, &format!("rbd/{kid}@c2")));
+    }
+    // No copy of the parent where --keep-parent looks: refused, nothing made.
+    let kid = format!("{img}-fast");
+    let lost = format!("{img}-lost");
+    let out = run(
+        &[
+            "copy",
+            &loc(&c1, &format!("rbd/{kid}@c1")),
+            &loc(&c2, &format!("rbd/{lost}")),
+            "--keep-parent",
+            "--parent-pool",
+            "backup",
+        ],
+        3,
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no image in pool backup holds rbdcp's copy"),
+        "{out:?}"
+    );
+    assert!(!images(&c2).iter().any(|i| i.starts_with(&lost)));
+    for kid in ["fast", "plain"] {
+        rbd(
+            &c1,
+            &[
+                "snap",
+                "purge",
+                "--no-progress",
+                &format!("rbd/{img}-{kid}"),
+            ],
+        );
+        rbd(&c1, &["rm", "--no-progress", &format!("rbd/{img}-{kid}")]);
+    }
+    rbd(&c1, &["snap", "unprotect", &format!("rbd/{img}@s3")]);
+    rbd(
+        &c1,
+        &["snap", "purge", "--no-progress", &format!("rbd/{img}")],
+    );
 }

@@ -164,6 +164,46 @@ pub struct rbd_snap_info_t {
     pub name: *const c_char,
 }
 
+/// An image named by id and name, as listed by `rbd_list2`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct rbd_image_spec_t {
+    /// Image id, owned by librbd until `rbd_image_spec_list_cleanup`.
+    pub id: *mut c_char,
+    /// Image name, owned by librbd until `rbd_image_spec_list_cleanup`.
+    pub name: *mut c_char,
+}
+
+/// An image another one links to (a clone's parent), from `rbd_get_parent`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct rbd_linked_image_spec_t {
+    /// Pool id.
+    pub pool_id: i64,
+    /// Pool name, owned by librbd until `rbd_linked_image_spec_cleanup`.
+    pub pool_name: *mut c_char,
+    /// Pool namespace ("" for none).
+    pub pool_namespace: *mut c_char,
+    /// Image id.
+    pub image_id: *mut c_char,
+    /// Image name.
+    pub image_name: *mut c_char,
+    /// Whether the image is in the trash.
+    pub trash: bool,
+}
+
+/// A snapshot named by id, namespace and name, from `rbd_get_parent`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct rbd_snap_spec_t {
+    /// Snapshot id.
+    pub id: u64,
+    /// Its namespace.
+    pub namespace_type: rbd_snap_namespace_type_t,
+    /// Snapshot name, owned by librbd until `rbd_snap_spec_cleanup`.
+    pub name: *mut c_char,
+}
+
 extern "C" {
     /// Reports the version of the loaded librbd.
     pub fn rbd_version(major: *mut c_int, minor: *mut c_int, extra: *mut c_int);
@@ -322,6 +362,36 @@ extern "C" {
         snap_name: *const c_char,
         is_protected: *mut c_int,
     ) -> c_int;
+    /// Lists the images of a pool; `-ERANGE` with `max_images` set when the array is short.
+    pub fn rbd_list2(
+        io: rados_ioctx_t,
+        images: *mut rbd_image_spec_t,
+        max_images: *mut usize,
+    ) -> c_int;
+    /// Frees the strings of `num_images` specs filled by `rbd_list2`.
+    pub fn rbd_image_spec_list_cleanup(images: *mut rbd_image_spec_t, num_images: usize);
+    /// Creates `c_name` in `c_ioctx` as a clone of `p_name@p_snapname` in `p_ioctx`.
+    pub fn rbd_clone3(
+        p_ioctx: rados_ioctx_t,
+        p_name: *const c_char,
+        p_snapname: *const c_char,
+        c_ioctx: rados_ioctx_t,
+        c_name: *const c_char,
+        c_opts: rbd_image_options_t,
+    ) -> c_int;
+    /// Gets the parent image and snapshot of a clone (at the handle's snapshot); `-ENOENT`
+    /// when it has none.
+    pub fn rbd_get_parent(
+        image: rbd_image_t,
+        parent_image: *mut rbd_linked_image_spec_t,
+        parent_snap: *mut rbd_snap_spec_t,
+    ) -> c_int;
+    /// Frees the strings of a spec filled by `rbd_get_parent`.
+    pub fn rbd_linked_image_spec_cleanup(image: *mut rbd_linked_image_spec_t);
+    /// Frees the name of a spec filled by `rbd_get_parent`.
+    pub fn rbd_snap_spec_cleanup(snap: *mut rbd_snap_spec_t);
+    /// Gets how many bytes of a clone still read through to its parent.
+    pub fn rbd_get_overlap(image: rbd_image_t, overlap: *mut u64) -> c_int;
     /// Gets the namespace of snapshot `snap_id`.
     pub fn rbd_snap_get_namespace_type(
         image: rbd_image_t,

@@ -171,6 +171,9 @@ fn rust_layouts() -> Vec<Layout> {
     layouts! {
         rbd_image_info_t { size, obj_size, num_objs, order, block_name_prefix, parent_pool, parent_name }
         rbd_snap_info_t { id, size, name }
+        rbd_image_spec_t { id, name }
+        rbd_linked_image_spec_t { pool_id, pool_name, pool_namespace, image_id, image_name, trash }
+        rbd_snap_spec_t { id, namespace_type, name }
     }
 }
 

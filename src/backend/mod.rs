@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use crate::engine::{ImageSink, ImageSource, Layout};
 use crate::error::{Error, Result};
-use crate::location::Location;
+use crate::location::{Location, RbdSpec};
 pub use crate::rbd::Access;
 
 /// How to open a source.
@@ -28,6 +28,9 @@ pub struct SourceOptions {
     pub whole_object: bool,
     /// How to reach a cluster when the location does not say.
     pub access: Access,
+    /// Of a clone, only the data it holds itself (its objects, whole), not what it reads
+    /// through from its parent: for a copy onto a clone of the parent's copy.
+    pub own_data: bool,
     /// List the extents while opening, for the first call of
     /// [`crate::engine::ImageSource::extents`]: a job opens its source while the
     /// destination opens, so the listing's round trips overlap the destination's.
@@ -59,6 +62,9 @@ pub struct SinkOptions {
     pub meta: Vec<(String, String)>,
     /// The pool of a new RBD image's data (`rbd create --data-pool`).
     pub data_pool: Option<String>,
+    /// Create a new RBD image as a clone of this snapshot (on the destination's cluster),
+    /// reading through to it for the first `overlap` bytes.
+    pub clone_of: Option<(RbdSpec, u64)>,
     /// Protect the snapshot made at the end.
     pub protect: bool,
     /// How to reach a cluster when the location does not say.

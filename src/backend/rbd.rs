@@ -104,6 +104,8 @@ pub struct RbdSource {
     listed: Mutex<Option<Vec<Extent>>>,
     /// The snapshot it is open at.
     snap: Option<String>,
+    /// The snapshot it is a clone of, if it is one.
+    parent: Option<crate::rbd::Parent>,
 }
 
 /// How a source lists what changed.
@@ -117,6 +119,8 @@ enum Mode {
     Exact,
     /// Whole changed objects, from the fast-diff map (`--whole-object`).
     WholeObject,
+    /// A clone's own objects, whole: the data it holds itself, not its parent's.
+    Own,
 }
 
 /// Threads that list the exact extents of changed objects at once: each listing is a round
@@ -146,7 +150,9 @@ impl RbdSource {
         // Whole-object mode is exact only with a valid fast-diff map; without one librbd
         // would scan every object anyway, so exact extents cost no more.
         let plain = stat.stripe_count <= 1 || stat.stripe_unit == stat.object_size;
+        let parent = image.parent()?;
         let mode = match (stat.fast_diff(), opts.whole_object) {
+            _ if opts.own_data && parent.is_some() && opts.base.is_none() => Mode::Own,
             (true, true) => Mode::WholeObject,
             (true, false) if plain => Mode::FastExact,
             _ => Mode::Exact,
@@ -172,6 +178,7 @@ impl RbdSource {
             identity,
             listed: Mutex::new(None),
             snap: spec.snap.clone(),
+            parent,
         };
         if opts.list {
             *source.listed.lock().unwrap() = Some(source.diff()?);
@@ -186,6 +193,22 @@ impl RbdSource {
         match self.mode {
             Mode::Exact => self.listing(all, false),
             Mode::WholeObject => self.listing(all, true),
+            Mode::Own => {
+                // Whole objects: a clone's object, once it exists, hides the parent's
+                // entirely, zeroes included, and so must its copy's. Fancy striping spreads
+                // an object over its object set.
+                let s = &self.stat;
+                let plain = s.stripe_count <= 1 || s.stripe_unit == s.object_size;
+                let period = s.object_size * if plain { 1 } else { s.stripe_count };
+                let mut own = Vec::new();
+                self.image
+                    .diff(None, all, (s.fast_diff(), false), |offset, len, _| {
+                        let start = offset / period * period;
+                        let end = (offset + len).div_ceil(period) * period;
+                        own.push(Extent::data(start, end.min(s.size) - start));
+                    })?;
+                Ok(own)
+            }
             Mode::FastExact => {
                 let objects = self.listing(all, true)?;
                 let next = std::sync::atomic::AtomicUsize::new(0);
@@ -220,7 +243,7 @@ impl RbdSource {
         self.image.diff(
             self.base.as_deref(),
             range,
-            whole_object,
+            (whole_object, true),
             |offset, len, data| {
                 out.push(Extent { offset, len, data });
             },
@@ -274,7 +297,7 @@ impl ImageSource for RbdSource {
         Some(match self.mode {
             Mode::FastExact => "fast-diff+exact",
             Mode::Exact => "exact",
-            Mode::WholeObject => "whole-object",
+            Mode::WholeObject | Mode::Own => "whole-object",
         })
     }
 
@@ -293,6 +316,20 @@ impl ImageSource for RbdSource {
                 Some(snap) => self.image.snap_protected(snap)?,
                 None => false,
             },
+            parent: self.parent.as_ref().map(|p| crate::engine::Parent {
+                label: match p.namespace.as_str() {
+                    "" => format!("{}/{}@{}", p.pool, p.image, p.snap),
+                    ns => format!("{}/{ns}/{}@{}", p.pool, p.image, p.snap),
+                },
+                name: p.image.clone(),
+                image: vec![
+                    self.identity[0].clone(), // the cluster's fsid
+                    ("pool id".to_owned(), p.pool_id.to_string()),
+                    ("image id".to_owned(), p.image_id.clone()),
+                ],
+                snap_id: p.snap_id,
+                overlap: p.overlap,
+            }),
         })
     }
 
@@ -549,6 +586,8 @@ pub struct RbdSink {
     /// Protect the snapshot once made.
     protect: bool,
     object_size: u64,
+    /// A new image that reads as zeroes wherever it was not written (not a clone).
+    blank: bool,
 }
 
 impl RbdSink {
@@ -560,6 +599,7 @@ impl RbdSink {
         opts: &SinkOptions,
     ) -> Result<RbdSink> {
         let object_size = image.stat()?.object_size;
+        let blank = temp.is_some() && image.parent()?.is_none();
         Ok(RbdSink {
             image: Arc::new(image),
             pool,
@@ -570,13 +610,30 @@ impl RbdSink {
             provenance: opts.provenance.clone(),
             protect: opts.protect,
             object_size,
+            blank,
         })
     }
 }
 
 /// Creates `name` like the source: its size, object size, striping and features where the
-/// cluster takes them, else the cluster's default features.
+/// cluster takes them, else the cluster's default features; a clone of `opts.clone_of`
+/// when set, reading through to it no further than the source does.
 fn create(pool: &Arc<Pool>, name: &str, opts: &SinkOptions, label: &str) -> Result<()> {
+    let made = make(pool, name, opts, label);
+    let Some((_, overlap)) = &opts.clone_of else {
+        return made;
+    };
+    made?;
+    // A clone starts at its parent's size; shrinking it to the source's overlap hides what
+    // the source's parent link does not reach (growing it back reads as zeroes).
+    let image = Image::open(pool, name, label)?;
+    if *overlap < image.stat()?.size {
+        image.resize(*overlap)?;
+    }
+    Ok(())
+}
+
+fn make(pool: &Arc<Pool>, name: &str, opts: &SinkOptions, label: &str) -> Result<()> {
     let layout = &opts.layout;
     let order = layout
         .object_size
@@ -588,7 +645,18 @@ fn create(pool: &Arc<Pool>, name: &str, opts: &SinkOptions, label: &str) -> Resu
         stripe: layout.stripe,
         data_pool: opts.data_pool.clone(),
     };
-    match Image::create(pool, name, opts.size, &create, label) {
+    let run = |create: &CreateOptions| match &opts.clone_of {
+        None => Image::create(pool, name, opts.size, create, label),
+        Some((parent, _)) => {
+            let from = self::pool(parent, &opts.access)?;
+            let snap = parent
+                .snap
+                .as_deref()
+                .expect("a clone's parent is a snapshot");
+            Image::clone_of((&from, &parent.image, snap), pool, name, create, label)
+        }
+    };
+    match run(&create) {
         Err(Error::Open { err, .. })
             if create.features.is_some()
                 && matches!(
@@ -597,7 +665,7 @@ fn create(pool: &Arc<Pool>, name: &str, opts: &SinkOptions, label: &str) -> Resu
                 ) =>
         {
             create.features = None;
-            Image::create(pool, name, opts.size, &create, label)
+            run(&create)
         }
         other => other,
     }
@@ -629,8 +697,8 @@ impl ImageSink for RbdSink {
 
     fn write_zeroes(&self, offset: u64, len: u64) -> Result<()> {
         // A new image reads as zeroes wherever it was not written, and each chunk is
-        // written once.
-        if self.zeroed() {
+        // written once; a clone reads as its parent there.
+        if self.blank {
             return Ok(());
         }
         self.image.write_zeroes(offset, len)
@@ -653,7 +721,7 @@ impl ImageSink for RbdSink {
     }
 
     fn zero_async(&self, offset: u64, len: u64, done: Done) {
-        if self.zeroed() {
+        if self.blank {
             return done(Ok(()));
         }
         self.image.zero_async(offset, len, done);
@@ -830,6 +898,46 @@ pub fn leftover(spec: &RbdSpec, access: &Access) -> Result<Option<String>> {
         if let Some(image) = open_existing(&pool, &name, &label)? {
             if let Some(record) = image.meta_get(RECORD_KEY)? {
                 return Ok(Some(record));
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// Finds the snapshot rbdcp made on `dst`'s cluster whose provenance record `made`
+/// accepts (a copy of a clone's parent snapshot, say), on any image of `pool` (default:
+/// `dst`'s pool and namespace) whatever its name; the image named `first` is looked at
+/// first.
+pub fn find_copy(
+    dst: &RbdSpec,
+    pool_name: Option<&str>,
+    first: &str,
+    made: impl Fn(&str) -> bool,
+    access: &Access,
+) -> Result<Option<RbdSpec>> {
+    let mut spec = dst.head();
+    if let Some(p) = pool_name {
+        spec.pool = p.to_owned();
+        spec.namespace = None;
+    }
+    let label = format!("pool {}", spec.pool);
+    let pool = pool(&spec, access)?;
+    let mut names = Image::list(&pool, &label)?;
+    names.retain(|n| !n.ends_with(STAGED));
+    names.sort_by_key(|n| n != first);
+    for name in names {
+        let image = match Image::open_read_only(&pool, &name, None, &label) {
+            Err(Error::Open { err, .. }) if err.raw_os_error() == Some(libc::ENOENT) => {
+                continue; // removed since listed
+            }
+            other => other?,
+        };
+        for (key, record) in image.meta_list(PROVENANCE)? {
+            let snap = &key[PROVENANCE.len()..];
+            if made(&record) && image.snap_exists(snap)? {
+                spec.image = name;
+                spec.snap = Some(snap.to_owned());
+                return Ok(Some(spec));
             }
         }
     }

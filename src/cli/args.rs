@@ -300,11 +300,24 @@ pub struct MigrateArgs {
     #[arg(long, value_name = "POOL")]
     pub data_pool: Option<String>,
     #[command(flatten)]
+    pub parent: ParentArgs,
+    #[command(flatten)]
     pub retry: RetryArgs,
     #[command(flatten)]
     pub resume: ResumeArgs,
     #[command(flatten)]
     pub output: OutputArgs,
+}
+
+/// What a copy does with a clone's parent.
+#[derive(Debug, Args)]
+pub struct ParentArgs {
+    /// If the source is a clone, make a new destination a clone too, of rbdcp's copy of the source's parent snapshot (found by its provenance record, whatever its image is called), and copy only the clone's own data. Refused (exit 3) when no such copy exists. Without it a clone is copied flattened: its parent's data too.
+    #[arg(long)]
+    pub keep_parent: bool,
+    /// Where --keep-parent looks for the parent's copy: the images of POOL, on the destination's cluster (default: the destination's pool).
+    #[arg(long, value_name = "POOL", requires = "keep_parent")]
+    pub parent_pool: Option<String>,
 }
 
 /// How `migrate --final` verifies.
@@ -550,6 +563,8 @@ pub struct CopyArgs {
     /// Put a new rbd: destination's data in POOL (its header stays in the image's pool), as `rbd create --data-pool` does: an erasure-coded pool, say.
     #[arg(long, value_name = "POOL")]
     pub data_pool: Option<String>,
+    #[command(flatten)]
+    pub parent: ParentArgs,
     /// List changes by whole objects (fast with fast-diff on huge thin images; copies each changed object whole).
     #[arg(long)]
     pub whole_object: bool,

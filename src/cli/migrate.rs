@@ -70,6 +70,8 @@ pub(super) fn migrate(a: MigrateArgs, access: &Access) -> Result<ExitCode> {
             jobs: a.workers.jobs.map(usize::from),
             chunk_size: a.workers.chunk_size,
             data_pool: a.data_pool.clone(),
+            keep_parent: a.parent.keep_parent,
+            parent_pool: a.parent.parent_pool.clone(),
             ..Copy::new(Location::Rbd(src.clone()), Location::Rbd(dst.clone()))
         },
     };

@@ -258,7 +258,12 @@ fn finish_report(
     let r = &outcome.report;
     if out.json {
         print_json(&CopyJson::new(&from, &to, outcome, retries))?;
-    } else if outcome.complete {
+        return Ok(());
+    }
+    if let Some(link) = &outcome.link {
+        say_link(&from, &to, link);
+    }
+    if outcome.complete {
         eprintln!("rbdcp: {to} already holds this {done} job's result: nothing to do");
     } else if shown(out, &Arc::default()).bar() {
         let resumed = match r.resumed_from {
@@ -278,6 +283,20 @@ fn finish_report(
         );
     }
     Ok(())
+}
+
+/// Says on standard error what a copy of a clone did with its parent.
+fn say_link(from: &str, to: &str, link: &rbdcp::job::Link) {
+    match &link.kept {
+        Some(kept) => eprintln!(
+            "rbdcp: {to} is a clone of {kept}, rbdcp's copy of {from}'s parent {}: only {from}'s own data was copied",
+            link.parent
+        ),
+        None => eprintln!(
+            "rbdcp: {from} is a clone of {}: copied flattened, its parent's data included (--keep-parent links the copy to the parent's copy instead)",
+            link.parent
+        ),
+    }
 }
 
 fn jobs(w: &Workers) -> usize {
@@ -304,6 +323,8 @@ fn copy(a: CopyArgs, access: &Access) -> Result<ExitCode> {
         supersede: false,
         note: Vec::new(),
         data_pool: a.data_pool.clone(),
+        keep_parent: a.parent.keep_parent,
+        parent_pool: a.parent.parent_pool.clone(),
     };
     let ctx = context(access, &a.limits, &a.retry, Some(&a.resume), &a.output);
     let outcome =
@@ -344,6 +365,8 @@ fn history(a: CopyArgs, access: &Access) -> Result<ExitCode> {
             jobs: a.workers.jobs.map(usize::from),
             chunk_size: a.workers.chunk_size,
             data_pool: a.data_pool.clone(),
+            keep_parent: a.parent.keep_parent,
+            parent_pool: a.parent.parent_pool.clone(),
             ..job::copy::Copy::new(Location::Rbd(src.clone()), Location::Rbd(dst.clone()))
         },
     };
@@ -369,8 +392,16 @@ fn history(a: CopyArgs, access: &Access) -> Result<ExitCode> {
             bytes_zero: sum(|r| r.bytes_zero),
             seconds,
             retries: ctx.retries(),
+            clone_of: done
+                .steps
+                .iter()
+                .find_map(|o| o.link.as_ref())
+                .map(report::LinkJson::new),
         })?;
     } else {
+        if let Some(link) = done.steps.iter().find_map(|o| o.link.as_ref()) {
+            say_link(&src.to_string(), &dst.to_string(), link);
+        }
         for (name, namespace) in &done.skipped {
             eprintln!("rbdcp: skipped {src}'s snapshot {name} ({namespace} namespace, not a user snapshot)");
         }

@@ -15,9 +15,14 @@
 //! else 0); bytes read from the source, written as data, and made zero
 //! (holes or write-zeroes); extents and chunks in the plan; wall seconds; bytes covered per
 //! second; and `verified` (`true` or `false` after `--verify`, else `null`).
+//! A source that is a clone adds `"clone_of": {"parent", "flattened", "linked_to"}`: its
+//! parent snapshot, whether the copy holds the parent's data too (the default), and with
+//! `--keep-parent` the snapshot the destination is a clone of; `null` for other sources.
 //! `rbdcp copy --snapshots --json` prints `{"source", "destination", "snapshots", "held",
-//! "bytes_read", "bytes_written", "bytes_zero", "seconds", "retries"}`: the snapshots this run
-//! copied, in order, those the destination held already, and the totals of every step.
+//! "skipped", "bytes_read", "bytes_written", "bytes_zero", "seconds", "retries",
+//! "clone_of"}`: the snapshots this run copied, in order, those the destination held
+//! already, the non-user snapshots skipped, the totals of every step, and the first
+//! step's `clone_of`.
 //! `rbdcp backup --json` is described in `backup.rs`.
 //! `rbdcp discard --json` prints `{"destination", "discarded"}`. `rbdcp verify --json` prints `{"a", "b", "size_a", "size_b", "identical",
 //! "differing_chunks", "first_differences": [{"offset", "length"}], "bytes_compared",
@@ -46,6 +51,9 @@ pub struct HistoryJson<'a> {
     pub bytes_zero: u64,
     pub seconds: f64,
     pub retries: u64,
+    /// A source that is a clone (at its oldest snapshot copied): its parent, and whether
+    /// the copy kept the link.
+    pub clone_of: Option<LinkJson>,
 }
 
 /// A snapshot `copy --snapshots` skipped.
@@ -83,6 +91,29 @@ pub struct CopyJson<'a> {
     pub seconds: f64,
     pub bytes_per_second: f64,
     pub verified: Option<bool>,
+    /// A source that is a clone: its parent, and whether the copy kept the link.
+    pub clone_of: Option<LinkJson>,
+}
+
+/// What a copy of a clone did with its parent: `{"parent", "flattened", "linked_to"}`.
+#[derive(Debug, Serialize)]
+pub struct LinkJson {
+    /// The source's parent snapshot.
+    pub parent: String,
+    /// The copy holds its parent's data too (no `--keep-parent`).
+    pub flattened: bool,
+    /// The snapshot the destination is a clone of, rbdcp's copy of `parent`.
+    pub linked_to: Option<String>,
+}
+
+impl LinkJson {
+    pub fn new(link: &rbdcp::job::Link) -> Self {
+        LinkJson {
+            parent: link.parent.clone(),
+            flattened: link.kept.is_none(),
+            linked_to: link.kept.clone(),
+        }
+    }
 }
 
 impl<'a> CopyJson<'a> {
@@ -108,6 +139,7 @@ impl<'a> CopyJson<'a> {
             seconds: r.seconds,
             bytes_per_second: r.bytes_per_second(),
             verified,
+            clone_of: outcome.link.as_ref().map(LinkJson::new),
         }
     }
 }

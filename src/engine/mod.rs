@@ -80,6 +80,25 @@ pub struct Carries {
     pub meta: Vec<(String, String)>,
     /// Its snapshot is protected.
     pub protected: bool,
+    /// The image it is a clone of, if it is one.
+    pub parent: Option<Parent>,
+}
+
+/// The snapshot a clone (RBD) reads through to where it holds no data of its own, as a
+/// copy needs it: to say the copy is flattened, or to find the parent's copy on the
+/// destination side.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Parent {
+    /// `POOL/IMAGE@SNAP`, for messages.
+    pub label: String,
+    /// The parent image's name.
+    pub name: String,
+    /// What identifies the parent image: its cluster fsid, pool id and image id.
+    pub image: Vec<(String, String)>,
+    /// The parent snapshot's id.
+    pub snap_id: u64,
+    /// The bytes of the clone, from its start, that read through to the parent.
+    pub overlap: u64,
 }
 
 /// An image the engine reads from.
@@ -173,8 +192,9 @@ pub trait ImageSink: Send + Sync {
         false
     }
 
-    /// `true` when every byte not written reads as zero (a new image), so full copies
-    /// can skip the source's holes.
+    /// `true` when every byte not written already reads as the source's holes do (a new
+    /// image reads as zeroes, a new clone as the parent it shares with the source), so
+    /// full copies can skip them.
     fn zeroed(&self) -> bool;
 
     /// Makes the image `size` bytes long.

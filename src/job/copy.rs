@@ -4,14 +4,14 @@
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 
-use super::record::{earlier, provenance, Record, Saver};
+use super::record::{earlier, is_copy_of, provenance, Record, Saver};
 use super::{Context, Outcome};
 use crate::backend::{open_source, SinkOptions, SourceOptions};
 use crate::engine::{
-    self, check_sums, chunk_size, default_jobs, Carries, Hook, ImageSource, Options,
+    self, check_sums, chunk_size, default_jobs, Carries, Hook, ImageSource, Options, Parent,
 };
 use crate::error::{Error, Result};
-use crate::location::Location;
+use crate::location::{Location, RbdSpec};
 
 /// What to copy where.
 #[derive(Debug, Clone)]
@@ -45,6 +45,11 @@ pub struct Copy {
     pub note: Vec<(String, String)>,
     /// The pool of a new RBD destination's data (`--data-pool`).
     pub data_pool: Option<String>,
+    /// A source that is a clone becomes a clone on the destination too, of rbdcp's copy
+    /// of its parent snapshot, and only its own data is copied (`--keep-parent`).
+    pub keep_parent: bool,
+    /// Where to look for that copy (`--parent-pool`; default: the destination's pool).
+    pub parent_pool: Option<String>,
 }
 
 impl Copy {
@@ -64,6 +69,8 @@ impl Copy {
             supersede: false,
             note: Vec::new(),
             data_pool: None,
+            keep_parent: false,
+            parent_pool: None,
         }
     }
 
@@ -78,6 +85,12 @@ impl Copy {
             Location::Rbd(spec) => spec.snap.clone(),
             _ => None,
         };
+        if self.keep_parent && !matches!(self.dst, Location::Rbd(_)) {
+            return Err(Error::Unsupported(format!(
+                "--keep-parent makes the destination a clone: {} is not an RBD image",
+                self.dst
+            )));
+        }
         if self.from_snap.is_some() && self.from_snap == src_snap {
             return Err(Error::Unsupported(format!(
                 "--from-snap names the source's own snapshot: {}",
@@ -113,6 +126,7 @@ fn once(job: &Copy, ctx: &Context, restart: bool) -> Result<Outcome> {
     let src_opts = SourceOptions {
         base: job.from_snap.clone(),
         whole_object: job.whole_object,
+        own_data: job.keep_parent,
         access: ctx.access.clone(),
         list: true,
     };
@@ -130,6 +144,20 @@ fn once(job: &Copy, ctx: &Context, restart: bool) -> Result<Outcome> {
     })?;
     let src = ctx.retried_source(src);
     let snap = src_snap.filter(|_| job.dst_snap);
+    let clone_of = match (&carries.parent, &job.dst) {
+        (Some(parent), Location::Rbd(dst)) if job.keep_parent && job.from_snap.is_none() => {
+            Some((parent_copy(job, ctx, dst, parent)?, parent.overlap))
+        }
+        _ => None,
+    };
+    // An incremental copy writes into the destination as it was made.
+    let link = match &carries.parent {
+        Some(p) if job.from_snap.is_none() => Some(super::Link {
+            parent: p.label.clone(),
+            kept: clone_of.as_ref().map(|(spec, _)| spec.to_string()),
+        }),
+        _ => None,
+    };
     let sink_opts = SinkOptions {
         overwrite: job.overwrite,
         restart,
@@ -144,6 +172,7 @@ fn once(job: &Copy, ctx: &Context, restart: bool) -> Result<Outcome> {
             Vec::new()
         },
         data_pool: job.data_pool.clone(),
+        clone_of: clone_of.clone(),
         snap,
         size: src.size(),
         layout: src.layout(),
@@ -158,6 +187,7 @@ fn once(job: &Copy, ctx: &Context, restart: bool) -> Result<Outcome> {
                 ..Default::default()
             },
             diff_mode: src.diff_mode(),
+            link,
             ..Outcome::default()
         });
     };
@@ -170,6 +200,9 @@ fn once(job: &Copy, ctx: &Context, restart: bool) -> Result<Outcome> {
     ];
     if let Some(base) = &job.from_snap {
         plan.push(("base snapshot".into(), base.clone()));
+    }
+    if let Some((parent, _)) = &clone_of {
+        plan.push(("clone of".into(), parent.to_string()));
     }
     let mut record = Record::new("copy", src.identity(), plan);
     let had = earlier(dest.found, store.as_ref(), &record, &label)?;
@@ -214,8 +247,29 @@ fn once(job: &Copy, ctx: &Context, restart: bool) -> Result<Outcome> {
         report,
         diff_mode: src.diff_mode(),
         setup_seconds,
+        link,
         ..Outcome::default()
     })
+}
+
+/// rbdcp's copy of the clone source's `parent` snapshot on `dst`'s cluster, to clone the
+/// destination from; refuses (exit 3) when there is none.
+fn parent_copy(job: &Copy, ctx: &Context, dst: &RbdSpec, parent: &Parent) -> Result<RbdSpec> {
+    let made = |record: &str| is_copy_of(record, &parent.image, parent.snap_id);
+    let pool = job.parent_pool.as_deref();
+    match crate::backend::rbd::find_copy(dst, pool, &parent.name, made, &ctx.access)? {
+        Some(found) => Ok(found),
+        None => Err(Error::Refused {
+            image: dst.to_string(),
+            reason: format!(
+                "--keep-parent: {} is a clone of {}, and no image in pool {} holds rbdcp's copy of that snapshot. Copy the parent first (`rbdcp copy rbd:{} ...` keeps its snapshot), name the pool that holds it with --parent-pool, or copy flattened without --keep-parent",
+                job.src,
+                parent.label,
+                pool.unwrap_or(&dst.pool),
+                parent.label
+            ),
+        }),
+    }
 }
 
 /// Re-reads the chunks a copy wrote; returns what differs, if anything.

@@ -217,4 +217,16 @@ pub struct Outcome {
     /// Seconds from the start of the (last) attempt until both sides were open and
     /// checked.
     pub setup_seconds: f64,
+    /// A source that is a clone: its parent, and what the copy did with the link.
+    pub link: Option<Link>,
+}
+
+/// What a copy of a clone did with its parent link.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Link {
+    /// The source's parent snapshot, `POOL/IMAGE@SNAP`.
+    pub parent: String,
+    /// The snapshot the destination is a clone of (rbdcp's copy of the source's parent);
+    /// `None`: the copy is flattened, its parent's data included.
+    pub kept: Option<String>,
 }

@@ -60,6 +60,28 @@ pub struct CreateOptions {
     pub data_pool: Option<String>,
 }
 
+impl CreateOptions {
+    /// The librbd options of a new image (format 2) shaped as `self` says.
+    fn options(&self, label: &str) -> Result<Options> {
+        let o = Options::new();
+        o.set(sys::RBD_IMAGE_OPTION_FORMAT, 2, label)?;
+        if let Some(order) = self.order {
+            o.set(sys::RBD_IMAGE_OPTION_ORDER, order, label)?;
+        }
+        if let Some(features) = self.features {
+            o.set(sys::RBD_IMAGE_OPTION_FEATURES, features, label)?;
+        }
+        if let Some((unit, count)) = self.stripe {
+            o.set(sys::RBD_IMAGE_OPTION_STRIPE_UNIT, unit, label)?;
+            o.set(sys::RBD_IMAGE_OPTION_STRIPE_COUNT, count, label)?;
+        }
+        if let Some(pool) = &self.data_pool {
+            o.set_str(sys::RBD_IMAGE_OPTION_DATA_POOL, pool, label)?;
+        }
+        Ok(o)
+    }
+}
+
 /// An open image, closed on drop. Holds its pool (and so its cluster) alive.
 #[derive(Debug)]
 pub struct Image {
@@ -167,24 +189,75 @@ impl Image {
         label: &str,
     ) -> Result<()> {
         let name = cstr(image, "image name")?;
-        let o = Options::new();
-        o.set(sys::RBD_IMAGE_OPTION_FORMAT, 2, label)?;
-        if let Some(order) = opts.order {
-            o.set(sys::RBD_IMAGE_OPTION_ORDER, order, label)?;
-        }
-        if let Some(features) = opts.features {
-            o.set(sys::RBD_IMAGE_OPTION_FEATURES, features, label)?;
-        }
-        if let Some((unit, count)) = opts.stripe {
-            o.set(sys::RBD_IMAGE_OPTION_STRIPE_UNIT, unit, label)?;
-            o.set(sys::RBD_IMAGE_OPTION_STRIPE_COUNT, count, label)?;
-        }
-        if let Some(pool) = &opts.data_pool {
-            o.set_str(sys::RBD_IMAGE_OPTION_DATA_POOL, pool, label)?;
-        }
+        let o = opts.options(label)?;
         // SAFETY: the ioctx is alive; name and the options outlive the call.
         let ret = unsafe { sys::rbd_create4(pool.raw(), name.as_ptr(), size, o.0) };
         check(ret.into(), "rbd_create4", label).map(drop)
+    }
+
+    /// Creates `image` in `pool` as a clone of `parent`'s snapshot `snap` (in
+    /// `parent_pool`, of the same cluster), shaped as `opts` says. An unprotected snapshot
+    /// gets a clone of format 2, which needs no protection.
+    pub fn clone_of(
+        (parent_pool, parent, snap): (&Arc<Pool>, &str, &str),
+        pool: &Arc<Pool>,
+        image: &str,
+        opts: &CreateOptions,
+        label: &str,
+    ) -> Result<()> {
+        let (p, s, name) = (
+            cstr(parent, "image name")?,
+            cstr(snap, "snapshot name")?,
+            cstr(image, "image name")?,
+        );
+        let o = opts.options(label)?;
+        let held = Image::open_read_only(parent_pool, parent, Some(snap), label)?;
+        if !held.snap_protected(snap)? {
+            o.set(sys::RBD_IMAGE_OPTION_CLONE_FORMAT, 2, label)?;
+        }
+        drop(held);
+        // SAFETY: both ioctxs are alive; the names and the options outlive the call.
+        let ret = unsafe {
+            sys::rbd_clone3(
+                parent_pool.raw(),
+                p.as_ptr(),
+                s.as_ptr(),
+                pool.raw(),
+                name.as_ptr(),
+                o.0,
+            )
+        };
+        check(ret.into(), "rbd_clone3", label).map(drop)
+    }
+
+    /// The names of the images in `pool` (not those in its trash).
+    pub fn list(pool: &Arc<Pool>, label: &str) -> Result<Vec<String>> {
+        let mut max: usize = 64;
+        loop {
+            let mut specs = vec![
+                sys::rbd_image_spec_t {
+                    id: ptr::null_mut(),
+                    name: ptr::null_mut(),
+                };
+                max
+            ];
+            // SAFETY: specs holds max entries; librbd fills at most max and says how many.
+            let ret = unsafe { sys::rbd_list2(pool.raw(), specs.as_mut_ptr(), &mut max) };
+            if ret == -libc::ERANGE {
+                continue; // max now holds the count needed
+            }
+            check(ret.into(), "rbd_list2", label)?;
+            let name = |s: &sys::rbd_image_spec_t| {
+                // SAFETY: librbd set each name to a NUL-terminated string it owns until
+                // rbd_image_spec_list_cleanup, which runs below, after the copy.
+                let name = unsafe { CStr::from_ptr(s.name) };
+                name.to_string_lossy().into_owned()
+            };
+            let names = specs[..max].iter().map(name).collect();
+            // SAFETY: the first max entries were filled by rbd_list2 and are freed once.
+            unsafe { sys::rbd_image_spec_list_cleanup(specs.as_mut_ptr(), max) };
+            return Ok(names);
+        }
     }
 
     /// Removes `image`; it must have no snapshots and not be open.
@@ -492,6 +565,45 @@ impl Image {
         }
     }
 
+    /// The parent of a clone (at the snapshot the image is open at), `None` for an image
+    /// that is not one (or no longer: flattened).
+    pub fn parent(&self) -> Result<Option<Parent>> {
+        // SAFETY: both specs are plain data (pointers and numbers); zeroes are valid.
+        let (mut image, mut snap): (sys::rbd_linked_image_spec_t, sys::rbd_snap_spec_t) =
+            unsafe { (std::mem::zeroed(), std::mem::zeroed()) };
+        // SAFETY: the handle is open; librbd fills both specs, allocating their strings.
+        let ret = unsafe { sys::rbd_get_parent(self.handle, &mut image, &mut snap) };
+        if ret == -libc::ENOENT {
+            return Ok(None);
+        }
+        check(ret.into(), "rbd_get_parent", &self.name)?;
+        let text = |p: *mut c_char| {
+            // SAFETY: librbd set p to null or a NUL-terminated string, freed below after
+            // this copy.
+            (!p.is_null()).then(|| unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned())
+        };
+        let parent = Parent {
+            pool_id: image.pool_id,
+            pool: text(image.pool_name).unwrap_or_default(),
+            namespace: text(image.pool_namespace).unwrap_or_default(),
+            image_id: text(image.image_id).unwrap_or_default(),
+            image: text(image.image_name).unwrap_or_default(),
+            snap_id: snap.id,
+            snap: text(snap.name).unwrap_or_default(),
+            overlap: 0,
+        };
+        // SAFETY: both specs were filled by rbd_get_parent and are freed once, here.
+        unsafe {
+            sys::rbd_linked_image_spec_cleanup(&mut image);
+            sys::rbd_snap_spec_cleanup(&mut snap);
+        }
+        let mut overlap = 0;
+        // SAFETY: the handle is open; overlap is a valid out-pointer.
+        let ret = unsafe { sys::rbd_get_overlap(self.handle, &mut overlap) };
+        check(ret.into(), "rbd_get_overlap", &self.name)?;
+        Ok(Some(Parent { overlap, ..parent }))
+    }
+
     /// The owners of the image's managed (exclusive) lock, by client address.
     pub fn lock_owners(&self) -> Result<Vec<String>> {
         let mut room = 4;
@@ -788,12 +900,14 @@ impl Image {
     /// since `from` (or since creation), up to the snapshot the image is open at. Extents
     /// come in offset order; `exists == false` means the range now reads as zeroes. With
     /// `whole_object`, extents are whole objects (fast only with a valid fast-diff map).
-    /// Calls on one image may run from several threads at once.
+    /// Without `parent`, a clone's extents are only those it holds itself (when `from` is
+    /// `None`; a diff between snapshots never reaches the parent). Calls on one image may
+    /// run from several threads at once.
     pub fn diff(
         &self,
         from: Option<&str>,
         (offset, len): (u64, u64),
-        whole_object: bool,
+        (whole_object, parent): (bool, bool),
         mut f: impl FnMut(u64, u64, bool),
     ) -> Result<()> {
         struct Ctx<'a> {
@@ -828,7 +942,7 @@ impl Image {
                 from_ptr,
                 offset,
                 len,
-                1,
+                u8::from(parent),
                 u8::from(whole_object),
                 Some(callback),
                 (&mut ctx as *mut Ctx).cast::<c_void>(),
@@ -913,6 +1027,27 @@ pub struct Snap {
     pub size: u64,
     /// Its name.
     pub name: String,
+}
+
+/// The image and snapshot a clone reads through to where it holds no data of its own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Parent {
+    /// The parent's pool id.
+    pub pool_id: i64,
+    /// The parent's pool.
+    pub pool: String,
+    /// The parent's namespace in its pool ("" for none).
+    pub namespace: String,
+    /// The parent image's id.
+    pub image_id: String,
+    /// The parent image's name.
+    pub image: String,
+    /// The parent snapshot's id.
+    pub snap_id: u64,
+    /// The parent snapshot's name.
+    pub snap: String,
+    /// The bytes of the clone, from its start, that read through to the parent.
+    pub overlap: u64,
 }
 
 /// An image's user snapshots, and its others with their namespace's name (see
