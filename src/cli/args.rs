@@ -109,6 +109,9 @@ pub enum Command {
     /// Move an image with a short cut-over: copy rounds while it is in use, then a final round once its writer stopped.
     #[command(after_help = AFTER_HELP)]
     Migrate(MigrateArgs),
+    /// Run many copies listed in a file (one `SRC DST` per line), parents before their clones; a rerun goes on where a run stopped.
+    #[command(after_help = PLAN_HELP)]
+    Plan(PlanArgs),
     /// Print a backup destination's chain of snapshots, and what retention would keep.
     #[command(name = "backup-list", after_help = BACKUP_HELP)]
     BackupList(BackupListArgs),
@@ -536,6 +539,69 @@ pub struct Workers {
     /// Bytes per chunk, from 4K to 1G; rounded up to a multiple of the image's object size.
     #[arg(long, value_name = "SIZE", default_value = "4M", value_parser = chunk_size)]
     pub chunk_size: u64,
+}
+
+const PLAN_HELP: &str = "\
+A plan file holds one copy per line, SRC DST, as `rbdcp copy` takes them; blank lines and
+lines starting with # are skipped:
+
+  # golden images first or not: rbdcp orders parents before their clones
+  rbd:rbd/vm-1:conf=/etc/ceph/a.conf rbd:rbd/vm-1:conf=/etc/ceph/b.conf
+  rbd:rbd/golden:conf=/etc/ceph/a.conf rbd:images/golden:conf=/etc/ceph/b.conf
+
+Every flag applies to every line. A step that fails is reported and the others go on (its
+clones are not run); the exit status is the first failed step's. Each step is resumable,
+and a step whose destination holds its result already is complete, so running the same
+plan again after a kill or a failure finishes it; with --snapshots, every step ends in a
+snapshot, which makes a rerun of a finished plan copy nothing.
+
+--shard K/N runs the K-th of N shares of the plan (K from 0), so N hosts (the pods of a
+Kubernetes indexed Job, with K from JOB_COMPLETION_INDEX) split it; a clone runs in its
+parent's shard.
+
+Exit status: 0 every step done; otherwise the first failed step's status
+(1 failed, a retry may help; 2 usage or permission; 3 refused; 4 busy).";
+
+/// `rbdcp plan`.
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// The plan file: one `SRC DST` per line.
+    #[arg(value_name = "PLAN")]
+    pub plan: std::path::PathBuf,
+    /// Run only the K-th of N shares of the plan (K from 0); a clone runs with its parent.
+    #[arg(long, value_name = "K/N", value_parser = shard)]
+    pub shard: Option<(usize, usize)>,
+    /// Copy each source's snapshot history, as `copy --snapshots` does: all or since:BASE.
+    #[arg(long, value_name = "all|since:BASE", value_parser = snapshots)]
+    pub snapshots: Option<Snapshots>,
+    /// Put new rbd: destinations' data in POOL, as `rbd create --data-pool` does.
+    #[arg(long, value_name = "POOL")]
+    pub data_pool: Option<String>,
+    #[command(flatten)]
+    pub parent: ParentArgs,
+    #[command(flatten)]
+    pub workers: Workers,
+    #[command(flatten)]
+    pub limits: LimitArgs,
+    /// Re-read each destination after its copy and compare every chunk's crc32 with the source's.
+    #[arg(long)]
+    pub verify: bool,
+    #[command(flatten)]
+    pub retry: RetryArgs,
+    #[command(flatten)]
+    pub resume: ResumeArgs,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+fn shard(s: &str) -> Result<(usize, usize), String> {
+    let bad = || "must be K/N with 0 <= K < N, e.g. 0/4".to_owned();
+    let (k, n) = s.split_once('/').ok_or_else(bad)?;
+    let (k, n): (usize, usize) = (k.parse().map_err(|_| bad())?, n.parse().map_err(|_| bad())?);
+    if k >= n {
+        return Err(bad());
+    }
+    Ok((k, n))
 }
 
 /// `rbdcp copy`.

@@ -3,6 +3,7 @@
 pub mod args;
 mod backup;
 mod migrate;
+mod plan;
 mod progress;
 mod report;
 mod streams;
@@ -58,6 +59,7 @@ pub fn run(command: Command, cluster: &ClusterArgs) -> Result<ExitCode> {
         Command::Discard(a) => discard(a, &access),
         Command::Backup(a) => backup::backup(a, &access),
         Command::Migrate(a) => migrate::migrate(a, &access),
+        Command::Plan(a) => plan::plan(a, &access),
         Command::BackupList(a) => backup::backup_list(a, &access),
         Command::Protect(a) => backup::protect(a, true, &access),
         Command::Unprotect(a) => backup::protect(a, false, &access),
@@ -152,6 +154,7 @@ pub fn wants_json(command: &Command) -> bool {
         Command::Discard(a) => a.output.json,
         Command::Backup(a) => a.output.json,
         Command::Migrate(a) => a.output.json,
+        Command::Plan(a) => a.output.json,
         Command::BackupList(a) => a.json,
         Command::Protect(_) | Command::Unprotect(_) => false,
         Command::Completions(_) | Command::Man(_) => false,

@@ -14,6 +14,7 @@ pub mod history;
 pub mod import;
 pub mod metrics;
 pub mod migrate;
+pub mod plan;
 pub mod record;
 pub mod retention;
 
