@@ -3,13 +3,17 @@
 #
 # Usage:
 #   ceph-local.sh install            install the Debian packages needed (quiet and fast when present)
-#   ceph-local.sh start NAME PORT [--bluestore] [--mgr]
+#   ceph-local.sh start NAME PORT [--bluestore] [--mgr] [--ec]
 #                                    start cluster NAME (mon on 127.0.0.1:PORT, msgr2 only);
 #                                    prints $ROOT/NAME/ceph.conf on stdout, progress on stderr
 #       --bluestore                  the OSD keeps its data in bluestore on a sparse 8 GiB file
 #                                    ($ROOT/NAME/osd.0.block), so it survives osd-kill + osd-start
 #       --mgr                        also run a ceph-mgr (mgr.a, only the always-on modules); needed for
 #                                    pool quotas, `ceph df`, `ceph pg stat`, `ceph osd pool stats`
+#       --ec                         also run osd.1 and osd.2 and make pool `ec`: erasure-coded (k=2, m=1,
+#                                    one chunk per OSD) with overwrites allowed, an RBD data pool
+#                                    (`rbd create --data-pool ec`); on memstore through the mon's
+#                                    mon_debug_no_require_bluestore_for_ec_overwrites
 #   ceph-local.sh stop NAME          kill the cluster's daemons and remove $ROOT/NAME (idempotent)
 #   ceph-local.sh status NAME        exit 0 if all daemons of NAME are alive
 #   ceph-local.sh osd-kill NAME      SIGKILL osd.0, wait until it is gone, mark it down in the osdmap
@@ -48,6 +52,7 @@ DIR=''
 CONF=''
 BLUESTORE=0 # start --bluestore
 MGR=0       # start --mgr
+EC=0        # start --ec
 T0=${EPOCHREALTIME/,/.}
 
 log() { printf '[%s %5.2fs] %s\n' "${NAME:-$PROG}" "$(elapsed)" "$*" >&2; }
@@ -417,6 +422,13 @@ mon_warn_on_too_few_osds = false
 mon_data_avail_warn = 1
 mon_data_avail_crit = 0
 EOF
+		if ((EC && !BLUESTORE)); then
+			cat <<EOF
+# the mon allows EC overwrites on bluestore only (its deep scrub checks checksums); memstore serves
+# them as well, which is what the clients see
+mon_debug_no_require_bluestore_for_ec_overwrites = true
+EOF
+		fi
 		for line in "$@"; do printf '%s\n' "$line"; done
 		cat <<EOF
 
@@ -595,6 +607,7 @@ cmd_start() {
 		case $opt in
 		--bluestore) BLUESTORE=1 ;;
 		--mgr) MGR=1 ;;
+		--ec) EC=1 ;;
 		*) usage ;;
 		esac
 	done
@@ -682,6 +695,23 @@ cmd_start() {
 	step "osd mkfs" ceph-osd -c "$CONF" -i 0 --mkfs --osd-uuid "$uuid"
 	launch "$DIR/log/osd.0.out" env "${PRELOAD[@]}" ceph-osd -c "$CONF" -i 0 || die "ceph-osd failed to start"
 	osd=$(read_pidfile osd.0)
+	local osds=1 i
+	if ((EC)); then # two more OSDs, for an EC pool of three chunks
+		for i in 1 2; do
+			mkdir -p "$DIR/osd.$i"
+			uuid=$(uuidgen)
+			secret=$(ceph-authtool --gen-print-key)
+			id=$(printf '{"cephx_secret": "%s"}\n' "$secret" | C osd new "$uuid" -i - 2>>"$DIR/log/bringup.log") ||
+				die "ceph osd new failed"
+			[[ $id == "$i" ]] || die "ceph osd new returned id '$id', expected $i"
+			step "osd.$i keyring" ceph-authtool --create-keyring "$DIR/osd.$i/keyring" --name "osd.$i" --add-key "$secret"
+			step "osd.$i mkfs" ceph-osd -c "$CONF" -i "$i" --mkfs --osd-uuid "$uuid"
+			launch "$DIR/log/osd.$i.out" env "${PRELOAD[@]}" ceph-osd -c "$CONF" -i "$i" ||
+				die "ceph-osd $i failed to start"
+			read_pidfile "osd.$i" >/dev/null
+		done
+		osds=3
+	fi
 	step "pool create" C osd pool create rbd 8 8 replicated # a mon-only operation, overlaps the OSD boot
 	# A second pool, for backups and copies from pool to pool within one cluster.
 	step "pool create backup" C osd pool create backup 8 8 replicated
@@ -689,14 +719,15 @@ cmd_start() {
 	deadline=$((SECONDS + 60))
 	while :; do
 		st=$(C osd stat -f json 2>>"$DIR/log/bringup.log") || st=''
-		[[ $st == *'"num_up_osds":1'* ]] && break
+		[[ $st == *"\"num_up_osds\":$osds"* ]] && break
 		owned "$osd" || die "ceph-osd (pid $osd) exited"
 		owned "$mon" || die "ceph-mon (pid $mon) exited"
 		[[ -z $mgr ]] || owned "$mgr" || die "ceph-mgr (pid $mgr) exited"
-		((SECONDS < deadline)) || die "osd.0 not up after 60 s: $st"
+		((SECONDS < deadline)) || die "$osds OSD(s) not up after 60 s: $st"
 		sleep 0.1
 	done
 	log "osd.0 up (pid $osd)"
+	((EC)) && log "osd.1 and osd.2 up"
 
 	step "rbd pool init" RBD pool init rbd
 	step "rbd pool init backup" RBD pool init backup
@@ -710,6 +741,16 @@ cmd_start() {
 	step "I/O probe: create" RBD create --size 64M rbd/probe
 	step "I/O probe: write" RBD bench --io-type write --io-size 4M --io-total 64M rbd/probe
 	step "I/O probe: rm" RBD rm --no-progress rbd/probe
+	if ((EC)); then
+		step "ec profile" C osd erasure-code-profile set ec21 k=2 m=1 crush-failure-domain=osd
+		step "pool create ec" C osd pool create ec 8 8 erasure ec21
+		step "ec overwrites" C osd pool set ec allow_ec_overwrites true
+		step "ec application" C osd pool application enable ec rbd
+		step "I/O probe: ec create" RBD create --size 16M --data-pool ec rbd/probe-ec
+		step "I/O probe: ec write" RBD bench --io-type write --io-size 4K --io-total 1M rbd/probe-ec
+		step "I/O probe: ec rm" RBD rm --no-progress rbd/probe-ec
+		log "pool ec (k=2, m=1, overwrites) ready"
+	fi
 
 	if ((MGR)); then
 		deadline=$((SECONDS + 60))
@@ -736,7 +777,7 @@ cmd_start() {
 
 case ${1:-} in
 install) (($# == 1)) || usage; cmd_install ;;
-start) (($# >= 3 && $# <= 5)) || usage; shift; cmd_start "$@" ;;
+start) (($# >= 3 && $# <= 6)) || usage; shift; cmd_start "$@" ;;
 stop) (($# == 2)) || usage; cmd_stop "$2" ;;
 status) (($# == 2)) || usage; cmd_status "$2" ;;
 osd-kill) (($# == 2)) || usage; cmd_osd_kill "$2" ;;

@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
-# Runs a command with three fresh throw-away local Ceph clusters (c1, c2, c3) and always tears them down afterwards.
+# Runs a command with four fresh throw-away local Ceph clusters (c1 to c4) and always tears them down afterwards.
 #
 # Usage: with-clusters.sh CMD [ARGS...]
 #   Starts c1 (mon port ${RBDCP_C1_PORT:-13100}), c2 (${RBDCP_C2_PORT:-13200}) and c3 (${RBDCP_C3_PORT:-13300};
-#   bluestore and a mgr: for pool quotas and OSD kill/restart tests) in parallel with ceph-local.sh, exports
-#   RBDCP_CONF1, RBDCP_CONF2 and RBDCP_CONF3 (their ceph.conf paths; the keyrings, far.conf etc. are next
-#   to them), RBDCP_CEPH_ROOT (absolute) and RBDCP_CLUSTERS=1, runs CMD, stops the clusters on exit, INT
-#   and TERM, and exits with CMD's status. RBDCP_C3=0 skips c3 (RBDCP_CONF3 is then unset). Clusters live in
-#   ${RBDCP_CEPH_ROOT:-/tmp/rbdcp-ceph}/{c1,c2,c3}; leftovers of an earlier run there are stopped first, so
-#   two concurrent runs need different RBDCP_CEPH_ROOTs and ports. CMD can act on them with ceph-local.sh,
-#   e.g. `ceph-local.sh osd-kill c3` (it finds them through RBDCP_CEPH_ROOT).
+#   bluestore and a mgr: for pool quotas and OSD kill/restart tests) and c4 (${RBDCP_C4_PORT:-13400}; three
+#   bluestore OSDs and pool `ec`, erasure-coded with overwrites: for EC data pools) in parallel with
+#   ceph-local.sh, exports RBDCP_CONF1 to RBDCP_CONF4 (their ceph.conf paths; the keyrings, far.conf etc. are
+#   next to them), RBDCP_CEPH_ROOT (absolute) and RBDCP_CLUSTERS=1, runs CMD, stops the clusters on exit,
+#   INT and TERM, and exits with CMD's status. RBDCP_C3=0 skips c3 and RBDCP_C4=0 skips c4 (their
+#   RBDCP_CONFn is then unset). Clusters live in ${RBDCP_CEPH_ROOT:-/tmp/rbdcp-ceph}/{c1,c2,c3,c4};
+#   leftovers of an earlier run there are stopped first, so two concurrent runs need different
+#   RBDCP_CEPH_ROOTs and ports. CMD can act on them with ceph-local.sh, e.g. `ceph-local.sh osd-kill c3`
+#   (it finds them through RBDCP_CEPH_ROOT).
 # Example: scripts/with-clusters.sh cargo test -- --include-ignored
 set -euo pipefail
 
@@ -30,9 +32,14 @@ if [[ ${RBDCP_C3:-1} != 0 ]]; then
 	PORTS+=("${RBDCP_C3_PORT:-13300}")
 	OPTS+=("--bluestore --mgr")
 fi
+if [[ ${RBDCP_C4:-1} != 0 ]]; then
+	NAMES+=(c4)
+	PORTS+=("${RBDCP_C4_PORT:-13400}")
+	OPTS+=("--bluestore --ec")
+fi
 
 if (($# == 0)); then
-	sed -n '4,13s/^# \{0,1\}//p' "$0" >&2
+	sed -n '4,15s/^# \{0,1\}//p' "$0" >&2
 	exit 2
 fi
 
@@ -102,14 +109,17 @@ RBDCP_CONF2=$(<"$TMP/c2")
 [[ -f $RBDCP_CONF1 && -f $RBDCP_CONF2 ]] || { echo "$PROG: ceph-local.sh printed no conf path" >&2; exit 1; }
 export RBDCP_CONF1 RBDCP_CONF2 RBDCP_CLUSTERS=1
 confs="RBDCP_CONF1=$RBDCP_CONF1 RBDCP_CONF2=$RBDCP_CONF2"
-if [[ -f $TMP/c3 ]]; then
-	RBDCP_CONF3=$(<"$TMP/c3")
-	[[ -f $RBDCP_CONF3 ]] || { echo "$PROG: ceph-local.sh printed no conf path for c3" >&2; exit 1; }
-	export RBDCP_CONF3
-	confs+=" RBDCP_CONF3=$RBDCP_CONF3"
-else
-	unset RBDCP_CONF3
-fi
+for n in 3 4; do
+	var=RBDCP_CONF$n
+	if [[ -f $TMP/c$n ]]; then
+		printf -v "$var" '%s' "$(<"$TMP/c$n")"
+		[[ -f ${!var} ]] || { echo "$PROG: ceph-local.sh printed no conf path for c$n" >&2; exit 1; }
+		export "${var?}"
+		confs+=" $var=${!var}"
+	else
+		unset "$var"
+	fi
+done
 echo "$PROG: clusters up in $(since "$t") s: $confs" >&2
 
 rc=0

@@ -460,3 +460,53 @@ fn a_clone_keeps_its_parent_link_and_copies_only_its_own_data() {
         &["snap", "purge", "--no-progress", &format!("rbd/{img}")],
     );
 }
+
+#[test]
+fn a_history_goes_into_an_erasure_coded_data_pool() {
+    let Some((c1, c4)) = cluster4() else { return };
+    let img = name("history-ec");
+    let names = history(&c1, &img);
+    let (src, dst) = (
+        loc(&c1, &format!("rbd/{img}")),
+        loc(&c4, &format!("rbd/{img}")),
+    );
+    // Partial overwrites of EC stripes (4 KiB writes into 4 MiB objects of 2+1 chunks) in
+    // every step after the first.
+    let r = report(&run(
+        &[
+            "copy",
+            &src,
+            &dst,
+            "--snapshots",
+            "all",
+            "--data-pool",
+            "ec",
+            "--json",
+        ],
+        0,
+    ));
+    assert_eq!(r.snapshots, names);
+    let info: serde_json::Value = serde_json::from_slice(&rbd(
+        &c4,
+        &["info", "--format", "json", &format!("rbd/{img}")],
+    ))
+    .unwrap();
+    assert_eq!(info["data_pool"], "ec", "{info}");
+    // The data objects are in the EC pool, and the pool is erasure-coded.
+    let objects = std::process::Command::new("rados")
+        .args(["-c", c4.to_str().unwrap(), "-p", "ec", "ls"])
+        .output()
+        .unwrap();
+    let listed = String::from_utf8_lossy(&objects.stdout);
+    assert!(
+        listed.lines().any(|o| o.starts_with("rbd_data.")),
+        "{objects:?}"
+    );
+    let kind = ceph(&c4, &["osd", "pool", "get", "ec", "erasure_code_profile"]);
+    assert!(kind.contains("ec21"), "{kind}");
+    same(&c1, &c4, &img, &names);
+    rbd(
+        &c1,
+        &["snap", "purge", "--no-progress", &format!("rbd/{img}")],
+    );
+}

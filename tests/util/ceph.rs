@@ -50,6 +50,23 @@ pub fn cluster3() -> Option<(PathBuf, PathBuf)> {
     }
 }
 
+/// The fourth cluster's conf (three bluestore OSDs and pool `ec`, erasure-coded with
+/// overwrites allowed: an RBD data pool), with the first one's, or `None` (after saying
+/// why) outside `make test` or with RBDCP_C4=0.
+pub fn cluster4() -> Option<(PathBuf, PathBuf)> {
+    let (c1, _) = clusters()?;
+    match std::env::var_os("RBDCP_CONF4") {
+        Some(c4) => Some((c1, c4.into())),
+        None if meant() && std::env::var("RBDCP_C4").map_or(true, |v| v != "0") => {
+            panic!("the clusters are up but RBDCP_CONF4 is not set: run the suite with `make test`")
+        }
+        None => {
+            eprintln!("no fourth cluster (RBDCP_CONF4 unset; RBDCP_C4=0?)");
+            None
+        }
+    }
+}
+
 /// Runs `cmd`, named `what` in the failure message; it must succeed. Returns its standard
 /// output.
 fn checked(mut cmd: Command, what: &str) -> Vec<u8> {
