@@ -331,6 +331,17 @@ fn a_clone_keeps_its_parent_link_and_copies_only_its_own_data() {
         ],
         0,
     );
+    let listed: serde_json::Value = serde_json::from_slice(&rbd(
+        &c2,
+        &["snap", "ls", "--format", "json", &format!("rbd/{copied}")],
+    ))
+    .unwrap();
+    let s3 = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "s3");
+    assert_eq!(s3.unwrap()["protected"], "true", "{listed}");
     // Two clones of s3 in objects of 1 MiB: one with fast-diff (its own objects come from
     // the object map), one without (from the exact listing). Each writes a little, zeroes
     // parent data (which must not show through on the copy), grows and writes beyond the
@@ -370,11 +381,19 @@ fn a_clone_keeps_its_parent_link_and_copies_only_its_own_data() {
         write(&c1, &kid, 14 * M, 6000, 23);
         rbd(&c1, &["snap", "create", &format!("rbd/{kid}@c3")]);
         let kids = ["c1".to_owned(), "c2".to_owned(), "c3".to_owned()];
-
-        let (src, dst) = (
-            loc(&c1, &format!("rbd/{kid}")),
-            loc(&c2, &format!("rbd/{kid}")),
+        rbd(
+            &c1,
+            &["image-meta", "set", &format!("rbd/{kid}"), "app.kind", "vm"],
         );
+
+        // Read with the read-only user: a source is only read, its parent through it.
+        let keyring = c1.parent().unwrap().join("ro.keyring");
+        let src = format!(
+            "rbd:rbd/{kid}:conf={}:id=ro:keyring={}",
+            c1.display(),
+            keyring.display()
+        );
+        let dst = loc(&c2, &format!("rbd/{kid}"));
         let out = run(
             &[
                 "copy",
@@ -393,6 +412,11 @@ fn a_clone_keeps_its_parent_link_and_copies_only_its_own_data() {
         assert_eq!(snaps(&c2, &kid), kids);
         same(&c1, &c2, &kid, &kids);
         assert_eq!(parent(&c2, &kid), Some(format!("rbd/{copied}@s3")));
+        let meta = rbd(
+            &c2,
+            &["image-meta", "get", &format!("rbd/{kid}"), "app.kind"],
+        );
+        assert_eq!(String::from_utf8_lossy(&meta).trim(), "vm");
         // Only the clone's own objects were written: 4 of 1 MiB (at 1, 2, 8 and 14 MiB),
         // not the parent's 12 MiB.
         let (have, got) = (

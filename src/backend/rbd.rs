@@ -257,6 +257,18 @@ impl RbdSource {
     pub fn snaps(&self) -> Result<Vec<crate::rbd::Snap>> {
         self.image.snaps()
     }
+
+    /// Its user snapshots, oldest first, and the others with their namespace (see
+    /// [`crate::rbd::Image::all_snaps`]).
+    pub fn all_snaps(&self) -> Result<crate::rbd::AllSnaps> {
+        self.image.all_snaps()
+    }
+
+    /// What identifies the image itself: its cluster's fsid, its pool's id and its own id
+    /// (the fields of a provenance record that name an image).
+    pub fn image_identity(&self) -> Vec<(String, String)> {
+        self.identity[..3].to_vec()
+    }
 }
 
 impl ImageSource for RbdSource {

@@ -10,7 +10,8 @@
 use super::copy::{copy, Copy};
 use super::record::is_copy_of;
 use super::{Context, Outcome};
-use crate::backend::rbd::Managed;
+use crate::backend::rbd::{Managed, RbdSource};
+use crate::backend::SourceOptions;
 use crate::error::{Error, Result};
 use crate::location::{Location, RbdSpec};
 use crate::rbd::Snap;
@@ -56,8 +57,13 @@ pub struct Copied {
 /// Runs `job`.
 pub fn copy_history(job: &History, ctx: &Context) -> Result<Copied> {
     let src_label = job.src.head().to_string();
-    let src = Managed::existing(&job.src, &ctx.access)?;
-    let image = src.identity()?;
+    // Read-only, at its head: a source's read-only caps do.
+    let opts = SourceOptions {
+        access: ctx.access.clone(),
+        ..SourceOptions::default()
+    };
+    let src = RbdSource::open(&job.src.head(), &opts)?;
+    let image = src.image_identity();
     let (mut snaps, others) = src.all_snaps()?;
     drop(src);
     end_at(&mut snaps, &job.src)?;
