@@ -16,7 +16,7 @@ use rbdcp::job::import::Import;
 use rbdcp::job::Outcome;
 use rbdcp::Location;
 
-use super::args::{ExportArgs, ExportDiffArgs, ImportArgs, ImportDiffArgs};
+use super::args::{ExportArgs, ExportDiffArgs, ImportArgs, ImportDiffArgs, OutputArgs};
 use super::{context, failed, finish_report, jobs, location, source_opts, Usage};
 
 /// A stream location: a path or `-`, never an image.
@@ -29,16 +29,23 @@ fn stream_location(text: &str) -> Result<Location> {
     }
 }
 
-pub(super) fn export_diff(a: ExportDiffArgs, access: &Access) -> Result<ExitCode> {
-    let src_loc = location(&a.src)?;
-    let out_loc = stream_location(&a.out)?;
-    if out_loc == Location::Stdio && a.output.json {
+/// Refuses `--json` when the stream goes to standard output, where the report would mix
+/// with it.
+fn report_apart(out: &Location, output: &OutputArgs) -> Result<()> {
+    if *out == Location::Stdio && output.json {
         return Err(Usage(
             "--json would mix with the stream on standard output; write the stream to a file"
                 .into(),
         )
         .into());
     }
+    Ok(())
+}
+
+pub(super) fn export_diff(a: ExportDiffArgs, access: &Access) -> Result<ExitCode> {
+    let src_loc = location(&a.src)?;
+    let out_loc = stream_location(&a.out)?;
+    report_apart(&out_loc, &a.output)?;
     let to = match &src_loc {
         Location::Rbd(spec) => spec.snap.clone(),
         _ => None,
@@ -135,13 +142,7 @@ pub(super) fn export(a: ExportArgs, access: &Access) -> Result<ExitCode> {
     let Location::Rbd(src) = &src_loc else {
         return Err(Usage(format!("{src_loc}: export reads an image (rbd:POOL/IMAGE)")).into());
     };
-    if out_loc == Location::Stdio && a.output.json {
-        return Err(Usage(
-            "--json would mix with the stream on standard output; write the stream to a file"
-                .into(),
-        )
-        .into());
-    }
+    report_apart(&out_loc, &a.output)?;
     let ctx = context(access, &a.limits, &a.retry, None, &a.output);
     let doing = format!("exporting {src_loc} to {out_loc}");
     let outcome = if a.export_format == 1 {
