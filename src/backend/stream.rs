@@ -359,7 +359,12 @@ pub fn open_stream(
     sums: Option<Sidecar>,
 ) -> Result<(Header, Pieces<Box<dyn Read + Send>>)> {
     let (input, name, file) = open_input(loc)?;
-    let (reader, header, first) = Reader::open(input, &name)?;
+    let mut reader = Reader::at(input, &name, 0, 0);
+    if file.is_some() {
+        // A resume finds a file's offset by the bytes before it (see `window_crc`).
+        reader = reader.untracked();
+    }
+    let (header, first) = reader.diff(false)?;
     let mut pieces = Pieces::new(reader, first, file);
     pieces.sums = sums.map(|s| (s, 0));
     Ok((header, pieces))
@@ -403,6 +408,11 @@ impl ImageStream {
 }
 
 impl Pieces<Box<dyn Read + Send>> {
+    /// Whether the stream's crc32 is kept (see [`Reader::untracked`]).
+    pub fn tracks(&self) -> bool {
+        self.reader.tracks()
+    }
+
     /// Resumes at stream offset `offset` (a record boundary a checkpoint recorded), whose
     /// preceding bytes have crc32 `crc`: a file is read on from there; standard input is
     /// read from where it is, its records before `offset` skipped by the engine (see
@@ -419,8 +429,9 @@ impl Pieces<Box<dyn Read + Send>> {
         file.seek(io::SeekFrom::Start(offset))
             .map_err(|e| Error::io("seek", &self.name, offset, e))?;
         let input: Box<dyn Read + Send> = Box::new(io::BufReader::with_capacity(IN_BUFFER, file));
-        let v2 = self.reader.v2();
-        self.reader = Reader::resume(input, &self.name, size, offset, crc, v2);
+        let (v2, track) = (self.reader.v2(), self.reader.tracks());
+        let reader = Reader::resume(input, &self.name, size, offset, crc, v2);
+        self.reader = if track { reader } else { reader.untracked() };
         self.first = None;
         self.seeked = true;
         self.data = data;

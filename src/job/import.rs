@@ -186,7 +186,14 @@ fn step(
         (true, Some(snap)) => format!("import {snap}"),
         (true, None) => "import head".to_owned(),
     };
-    let mut record = Record::new("import-diff", identity, Vec::new());
+    // How a resume knows the stream again: a file by its bytes before the offset (its
+    // crc32 is not kept), standard input by the crc32 of every byte before it.
+    let check = match pieces.tracks() {
+        true => "crc32 of the stream",
+        false => "the bytes before the offset",
+    };
+    let plan = vec![("resume check".to_owned(), check.to_owned())];
+    let mut record = Record::new("import-diff", identity, plan);
     let own = job.image.then_some(&record);
     let Some(super::Opened { dest, sink, store }) = ctx.open(prepared, &sink_opts, own)? else {
         return Ok(Outcome {

@@ -74,6 +74,8 @@ pub struct Reader<R> {
     v2: bool,
     /// crc32 of every byte read so far: what a resume checks the stream against.
     crc: crc32fast::Hasher,
+    /// Whether `crc` is kept (see [`Reader::untracked`]).
+    track: bool,
     /// crc32 of the bytes before the last record returned.
     last_crc: u32,
 }
@@ -101,6 +103,7 @@ impl<R: Read> Reader<R> {
             ended: false,
             v2: false,
             crc: crc32fast::Hasher::new_with_initial_len(crc, pos),
+            track: true,
             last_crc: crc,
         }
     }
@@ -258,6 +261,19 @@ impl<R: Read> Reader<R> {
         self.pos
     }
 
+    /// The same reader without the crc32 of the stream (then [`Reader::crc`] means
+    /// nothing): a stream file that a resume identifies by the bytes before its offset
+    /// needs none, and it costs a pass over every byte.
+    pub fn untracked(mut self) -> Self {
+        self.track = false;
+        self
+    }
+
+    /// Whether it keeps the crc32 of the stream.
+    pub fn tracks(&self) -> bool {
+        self.track
+    }
+
     /// The crc32 of the bytes read so far.
     pub fn crc(&self) -> u32 {
         self.crc.clone().finalize()
@@ -319,7 +335,9 @@ impl<R: Read> Reader<R> {
             .take(len)
             .read_to_end(buf)
             .map_err(|e| Error::io("read", &self.name, self.pos, e))?;
-        self.crc.update(&buf[start..]);
+        if self.track {
+            self.crc.update(&buf[start..]);
+        }
         self.pos += got as u64;
         self.left -= got as u64;
         if self.left > 0 {
@@ -490,7 +508,9 @@ impl<R: Read> Reader<R> {
                 Err(e) => return Err(Error::io("read", &self.name, self.pos + done as u64, e)),
             }
         }
-        self.crc.update(buf);
+        if self.track {
+            self.crc.update(buf);
+        }
         self.pos += buf.len() as u64;
         Ok(())
     }
