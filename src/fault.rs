@@ -3,7 +3,10 @@
 //! would: the fault tests use it to stop a job at an exact step of its end. Unset (as it is
 //! outside those tests) a point costs one environment lookup.
 //!
-//! Points: `after-write` (the data is durable, nothing renamed), `after-rename`,
+//! Points: `after-write` (the data is durable, nothing renamed), `rename-id` and
+//! `rename-directory` (a staged RBD image's rename half done: its id object under the new
+//! name written; then its directory entry moved too, the old id object still there),
+//! `after-rename`,
 //! `after-provenance` (the new snapshot's provenance record is written, the snapshot not
 //! yet made), `after-snap` (the destination snapshot exists, the record not yet removed),
 //! `checkpoint:N` (just after the N-th progress record was saved), and for a backup

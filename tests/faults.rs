@@ -379,6 +379,8 @@ fn a_kill_at_each_step_of_the_end_is_completed_by_the_rerun() {
     // its rerun copies again, at most that interval's work.
     for (point, slow) in [
         ("after-write", true),
+        ("rename-id", true),
+        ("rename-directory", true),
         ("after-rename", true),
         ("after-snap", true),
         ("after-write", false),
@@ -403,7 +405,40 @@ fn a_kill_at_each_step_of_the_end_is_completed_by_the_rerun() {
             "{point}"
         );
         assert_eq!(rbd_record(&c2, &target), None, "{point}");
+        // Nor is an id object of the staged name left behind.
+        let objects = Command::new("rados")
+            .args(["-c", c2.to_str().unwrap(), "-p", "rbd", "ls"])
+            .output()
+            .unwrap();
+        let ids: Vec<String> = String::from_utf8_lossy(&objects.stdout)
+            .lines()
+            .filter(|o| o.starts_with(&format!("rbd_id.{target}")))
+            .map(str::to_owned)
+            .collect();
+        assert_eq!(ids, [format!("rbd_id.{target}")], "{point}");
     }
+    // A name another image took while the copy was stopped: the rename refuses it and
+    // both images stay as they are.
+    let target = format!("{img}-taken");
+    let dst = loc(&c2, &format!("rbd/{target}"));
+    let mut args = vec!["copy", &src, &dst];
+    args.extend(SLOW_COPY);
+    killed_at(d, &args, "after-write");
+    rbd(&c2, &["create", "--size", "1M", &format!("rbd/{target}")]);
+    let out = expect(rbdcp(d).args(&args), 1);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("already exists"),
+        "{out:?}"
+    );
+    let staged = format!("{target}.rbdcp-partial");
+    assert_eq!(dst_images(&c2, &target), [target.clone(), staged.clone()]);
+    let info: Value = serde_json::from_slice(&rbd(
+        &c2,
+        &["info", "--format", "json", &format!("rbd/{target}")],
+    ))
+    .unwrap();
+    assert_eq!(info["size"], 1 << 20, "{info}");
+    assert_eq!(export(&c2, &format!("rbd/{staged}")), want);
     for point in ["after-write", "after-rename"] {
         let out = format!("{point}.img");
         let mut args = vec!["copy", &src, &out];

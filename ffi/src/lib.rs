@@ -93,6 +93,9 @@ pub const RBD_IMAGE_OPTION_CLONE_FORMAT: c_int = 12;
 /// Image option (uint64): mirror image mode.
 pub const RBD_IMAGE_OPTION_MIRROR_IMAGE_MODE: c_int = 13;
 
+/// `rados_write_op_create` flag: fail with `-EEXIST` if the object exists.
+pub const LIBRADOS_CREATE_EXCLUSIVE: c_int = 1;
+
 /// `rbd_snap_create2` flag: do not ask the image's users to quiesce first.
 pub const RBD_SNAP_CREATE_SKIP_QUIESCE: u32 = 1 << 0;
 /// `rbd_snap_create2` flag: take the snapshot even if quiescing fails.
@@ -116,6 +119,10 @@ pub const LIBRADOS_OP_FLAG_FADVISE_FUA: c_int = 0x80;
 
 /// A librados IO context (one pool and namespace), from `rados_ioctx_create`.
 pub type rados_ioctx_t = *mut c_void;
+/// A compound write to one object, from `rados_create_write_op`.
+pub type rados_write_op_t = *mut c_void;
+/// Seconds since the epoch (C's `time_t`).
+pub type time_t = i64;
 /// An open image, from `rbd_open` or `rbd_open_read_only`.
 pub type rbd_image_t = *mut c_void;
 /// The mode of an image's managed lock (an enum in C).
@@ -504,6 +511,38 @@ extern "C" {
         in_len: usize,
         buf: *mut c_char,
         out_len: usize,
+    ) -> c_int;
+
+    /// Reads up to `len` bytes of object `oid` at `off` into `buf`; the bytes read or
+    /// `-errno`.
+    pub fn rados_read(
+        io: rados_ioctx_t,
+        oid: *const c_char,
+        buf: *mut c_char,
+        len: usize,
+        off: u64,
+    ) -> c_int;
+    /// Removes object `oid`.
+    pub fn rados_remove(io: rados_ioctx_t, oid: *const c_char) -> c_int;
+    /// A new, empty compound write.
+    pub fn rados_create_write_op() -> rados_write_op_t;
+    /// Frees a compound write.
+    pub fn rados_release_write_op(write_op: rados_write_op_t);
+    /// Adds: create the object (with `LIBRADOS_CREATE_EXCLUSIVE`, fail if it exists).
+    pub fn rados_write_op_create(
+        write_op: rados_write_op_t,
+        exclusive: c_int,
+        category: *const c_char,
+    );
+    /// Adds: replace the object's data with `len` bytes of `buffer`.
+    pub fn rados_write_op_write_full(write_op: rados_write_op_t, buffer: *const c_char, len: usize);
+    /// Runs a compound write on object `oid`, atomically; 0 or `-errno`.
+    pub fn rados_write_op_operate(
+        write_op: rados_write_op_t,
+        io: rados_ioctx_t,
+        oid: *const c_char,
+        mtime: *mut time_t,
+        flags: c_int,
     ) -> c_int;
 
     /// Drops the image's client-side cache.

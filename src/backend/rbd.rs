@@ -447,7 +447,7 @@ impl Prepared {
         }
         if let Some(image) = staged.take() {
             if image.meta_get(RECORD_KEY)?.is_some() {
-                let sink = RbdSink::new(image, pool, &spec, Some(staged_name), opts)?;
+                let sink = RbdSink::new(image, &spec, Some(staged_name), opts)?;
                 return Ok(dest(sink, Found::Staged, lease));
             }
             // Created by a run killed before its first record: nothing in it counts.
@@ -459,7 +459,7 @@ impl Prepared {
                 let made = image.meta_get(&provenance_key(snap))?;
                 if made.is_some() && made == opts.provenance {
                     let image = target.take().expect("checked above");
-                    let sink = RbdSink::new(image, pool, &spec, None, opts)?;
+                    let sink = RbdSink::new(image, &spec, None, opts)?;
                     return Ok(dest(sink, Found::Complete, lease));
                 }
                 return Err(Error::SnapExists {
@@ -501,7 +501,7 @@ impl Prepared {
                 (image, Some(staged_name), Found::Fresh)
             }
         };
-        let sink = RbdSink::new(image, pool, &spec, temp, opts)?;
+        let sink = RbdSink::new(image, &spec, temp, opts)?;
         Ok(dest(sink, found, lease))
     }
 }
@@ -587,7 +587,6 @@ impl Store for RbdStore {
 #[derive(Debug)]
 pub struct RbdSink {
     image: Arc<Image>,
-    pool: Arc<Pool>,
     spec: RbdSpec,
     label: String,
     /// The staged name of a new image, renamed to `spec.image` by `finish`.
@@ -605,7 +604,6 @@ pub struct RbdSink {
 impl RbdSink {
     fn new(
         image: Image,
-        pool: Arc<Pool>,
         spec: &RbdSpec,
         temp: Option<String>,
         opts: &SinkOptions,
@@ -614,7 +612,6 @@ impl RbdSink {
         let blank = temp.is_some() && image.parent()?.is_none();
         Ok(RbdSink {
             image: Arc::new(image),
-            pool,
             spec: spec.clone(),
             label: spec.to_string(),
             temp,
@@ -747,16 +744,7 @@ impl ImageSink for RbdSink {
         self.flush()?;
         fault::point("after-write");
         if let Some(temp) = &self.temp {
-            Image::rename(&self.pool, temp, &self.spec.image, &self.label).map_err(
-                |e| match e {
-                    Error::Open { err, .. } if err.raw_os_error() == Some(libc::EEXIST) => {
-                        Error::Exists {
-                            image: self.label.clone(),
-                        }
-                    }
-                    e => e,
-                },
-            )?;
+            self.image.rename_to(temp, &self.spec.image)?;
             fault::point("after-rename");
         }
         if let Some(snap) = &self.snap {

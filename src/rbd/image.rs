@@ -276,6 +276,77 @@ impl Image {
         check(ret.into(), "rbd_rename", label).map(drop)
     }
 
+    /// Renames this image, open under `from`, to `to` in its pool, as librbd's rename
+    /// does it (the id object under the new name, the directory entry, the old id object
+    /// removed), but with this handle: `rbd_rename` opens the image again and re-registers
+    /// and notifies its watch, a dozen round trips (225 ms of a copy 5 ms away, against 30
+    /// for these three). Running it again after a kill between the steps finishes it; a
+    /// `to` that names another image is [`Error::Exists`].
+    pub fn rename_to(&self, from: &str, to: &str) -> Result<()> {
+        let id = self.id()?;
+        let content = encoded(&id);
+        let (src, dst) = (
+            cstr(&format!("rbd_id.{from}"), "object name")?,
+            cstr(&format!("rbd_id.{to}"), "object name")?,
+        );
+        let exists = || Error::Exists {
+            image: self.name.clone(),
+        };
+        let io = self.pool.raw().cast::<c_void>();
+        // SAFETY: rados_create_write_op returns a new op, freed below; the ioctx is open
+        // while the image holds its pool; the name and the bytes outlive the call.
+        let ret = unsafe {
+            let op = sys::rados_create_write_op();
+            sys::rados_write_op_create(op, sys::LIBRADOS_CREATE_EXCLUSIVE, ptr::null());
+            sys::rados_write_op_write_full(op, content.as_ptr().cast(), content.len());
+            let ret = sys::rados_write_op_operate(op, io, dst.as_ptr(), ptr::null_mut(), 0);
+            sys::rados_release_write_op(op);
+            ret
+        };
+        if ret == -libc::EEXIST && self.read_object(&dst)? != content {
+            return Err(exists());
+        } else if ret != -libc::EEXIST {
+            check(ret.into(), "rename: write id object", &self.name)?;
+        }
+        crate::fault::point("rename-id");
+        let mut input = encoded(from);
+        input.extend(encoded(to));
+        input.extend(encoded(&id));
+        match self.exec(c"rbd_directory", c"dir_rename_image", &input, "rename") {
+            // A killed run renamed the entry already (ENOENT: no `from`), or `to` is taken
+            // (EEXIST): the directory's entry for `to` tells which.
+            Err(e) if matches!(e.errno(), Some(libc::ENOENT | libc::EEXIST)) => {
+                let named = self.exec_out(c"rbd_directory", c"dir_get_id", &encoded(to))?;
+                if named != content {
+                    return Err(exists());
+                }
+            }
+            other => other?,
+        }
+        crate::fault::point("rename-directory");
+        // SAFETY: the ioctx is open; the name outlives the call. As librbd does, a failure
+        // to remove the old id object leaves only a stale object: the directory has moved.
+        unsafe { sys::rados_remove(io, src.as_ptr()) };
+        Ok(())
+    }
+
+    /// The bytes of object `oid` in the image's pool (an id object: a few dozen bytes).
+    fn read_object(&self, oid: &CStr) -> Result<Vec<u8>> {
+        let mut buf = vec![0u8; 4096];
+        // SAFETY: the ioctx is open; buf is valid for its length; oid outlives the call.
+        let ret = unsafe {
+            sys::rados_read(
+                self.pool.raw().cast(),
+                oid.as_ptr(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                0,
+            )
+        };
+        buf.truncate(check(ret.into(), "rados_read", &self.name)? as usize);
+        Ok(buf)
+    }
+
     /// The image as named in errors.
     pub fn label(&self) -> &str {
         &self.name
@@ -806,7 +877,28 @@ impl Image {
     /// Calls cls_rbd's `method` on the image's header object with `input`.
     fn exec_header(&self, method: &CStr, input: &[u8], op: &'static str) -> Result<()> {
         let oid = cstr(&format!("rbd_header.{}", self.id()?), "header object")?;
-        let mut out = [0u8; 64];
+        self.exec(&oid, method, input, op)
+    }
+
+    /// Runs method `method` of object class `rbd` on object `oid` of the image's pool.
+    fn exec(&self, oid: &CStr, method: &CStr, input: &[u8], op: &'static str) -> Result<()> {
+        self.call(oid, method, input, 64, op).map(drop)
+    }
+
+    /// As [`Image::exec`], returning the method's output (at most 4 KiB).
+    fn exec_out(&self, oid: &CStr, method: &CStr, input: &[u8]) -> Result<Vec<u8>> {
+        self.call(oid, method, input, 4096, "rados_exec")
+    }
+
+    fn call(
+        &self,
+        oid: &CStr,
+        method: &CStr,
+        input: &[u8],
+        room: usize,
+        op: &'static str,
+    ) -> Result<Vec<u8>> {
+        let mut out = vec![0u8; room];
         // SAFETY: the pool's ioctx is open while the image holds it; the strings and both
         // buffers outlive the call, with the lengths given.
         let ret = unsafe {
@@ -821,7 +913,8 @@ impl Image {
                 out.len(),
             )
         };
-        check(ret.into(), op, &self.name).map(drop)
+        out.truncate(check(ret.into(), op, &self.name)? as usize);
+        Ok(out)
     }
 
     /// Takes the image's exclusive lock now, and keeps it until the image is closed, instead
@@ -1053,6 +1146,13 @@ pub struct Parent {
 /// An image's user snapshots, and its others with their namespace's name (see
 /// [`Image::all_snaps`]).
 pub type AllSnaps = (Vec<Snap>, Vec<(Snap, &'static str)>);
+
+/// `text` as Ceph encodes a string: its length (32 bits, little-endian), then its bytes.
+fn encoded(text: &str) -> Vec<u8> {
+    let mut out = (text.len() as u32).to_le_bytes().to_vec();
+    out.extend_from_slice(text.as_bytes());
+    out
+}
 
 /// `len` as the 32-bit length of Ceph's encoding.
 fn len32(len: usize, what: &str) -> Result<u32> {
