@@ -439,6 +439,9 @@ fn a_kill_at_each_step_of_the_end_is_completed_by_the_rerun() {
     .unwrap();
     assert_eq!(info["size"], 1 << 20, "{info}");
     assert_eq!(export(&c2, &format!("rbd/{staged}")), want);
+    // `rbdcp discard` drops the staged copy (other tests look for none left).
+    expect(rbdcp(d).args(["discard", &dst]), 0);
+    assert_eq!(dst_images(&c2, &target), [target.clone()]);
     for point in ["after-write", "after-rename"] {
         let out = format!("{point}.img");
         let mut args = vec!["copy", &src, &out];
