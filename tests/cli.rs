@@ -33,6 +33,27 @@ fn usage_errors_exit_2() {
     );
     let out = expect(rbdcp(d).args(["copy", "a", "a"]), 2);
     assert!(stderr(&out).contains("same image"), "{}", stderr(&out));
+    // --keep-parent makes an RBD clone: not of a file, not in place of an existing image.
+    let out = expect(rbdcp(d).args(["copy", "a", "b", "--keep-parent"]), 2);
+    assert!(
+        stderr(&out).contains("not an RBD image"),
+        "{}",
+        stderr(&out)
+    );
+    let out = expect(
+        rbdcp(d).args(["copy", "rbd:p/a", "rbd:p/b", "--keep-parent", "--overwrite"]),
+        2,
+    );
+    assert!(stderr(&out).contains("remove it first"), "{}", stderr(&out));
+    expect(rbdcp(d).args(["copy", "a", "b", "--parent-pool", "p"]), 2);
+    expect(rbdcp(d).args(["plan", "p", "--shard", "2/2"]), 2);
+    std::fs::write(d.join("bad.plan"), "rbd:p/a\n").unwrap();
+    let out = expect(rbdcp(d).args(["plan", "bad.plan"]), 2);
+    assert!(
+        stderr(&out).contains("bad.plan, line 1"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]

@@ -91,6 +91,14 @@ impl Copy {
                 self.dst
             )));
         }
+        if self.keep_parent && self.overwrite {
+            // An existing image written in place is no clone: the parent's data would be
+            // missing from it.
+            return Err(Error::Unsupported(format!(
+                "--keep-parent creates {} as a clone, and --overwrite writes an existing image in place: remove it first",
+                self.dst
+            )));
+        }
         if self.from_snap.is_some() && self.from_snap == src_snap {
             return Err(Error::Unsupported(format!(
                 "--from-snap names the source's own snapshot: {}",
