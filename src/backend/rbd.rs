@@ -51,6 +51,13 @@ fn cluster(access: &Access) -> Result<Arc<Cluster>> {
     Ok(cluster)
 }
 
+/// The connection to `spec`'s cluster (this process's, or a new one): a job of many steps
+/// holds it, so that each step does not connect again. A retired connection is not found
+/// by later opens even while it is held.
+pub fn connection(spec: &RbdSpec, defaults: &Access) -> Result<Arc<Cluster>> {
+    cluster(&access(spec, defaults))
+}
+
 /// Forgets connection `cluster`: later opens connect afresh.
 fn retire(cluster: &Arc<Cluster>) {
     let mut known = CLUSTERS.lock().unwrap();

@@ -10,7 +10,7 @@
 use super::copy::{copy, Copy};
 use super::record::is_copy_of;
 use super::{Context, Outcome};
-use crate::backend::rbd::{Managed, RbdSource};
+use crate::backend::rbd::{connection, Managed, RbdSource};
 use crate::backend::SourceOptions;
 use crate::error::{Error, Result};
 use crate::location::{Location, RbdSpec};
@@ -56,6 +56,11 @@ pub struct Copied {
 
 /// Runs `job`.
 pub fn copy_history(job: &History, ctx: &Context) -> Result<Copied> {
+    // Both connections last the whole history, not one step each.
+    let _connected = (
+        connection(&job.src, &ctx.access)?,
+        connection(&job.dst, &ctx.access)?,
+    );
     let src_label = job.src.head().to_string();
     // Read-only, at its head: a source's read-only caps do.
     let opts = SourceOptions {
