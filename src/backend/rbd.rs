@@ -156,12 +156,11 @@ impl RbdSource {
         }
         // Whole-object mode is exact only with a valid fast-diff map; without one librbd
         // would scan every object anyway, so exact extents cost no more.
-        let plain = stat.stripe_count <= 1 || stat.stripe_unit == stat.object_size;
         let parent = image.parent()?;
         let mode = match (stat.fast_diff(), opts.whole_object) {
             _ if opts.own_data && parent.is_some() && opts.base.is_none() => Mode::Own,
             (true, true) => Mode::WholeObject,
-            (true, false) if plain => Mode::FastExact,
+            (true, false) if stat.plain() => Mode::FastExact,
             _ => Mode::Exact,
         };
         let mut identity = vec![
@@ -205,8 +204,7 @@ impl RbdSource {
                 // entirely, zeroes included, and so must its copy's. Fancy striping spreads
                 // an object over its object set.
                 let s = &self.stat;
-                let plain = s.stripe_count <= 1 || s.stripe_unit == s.object_size;
-                let period = s.object_size * if plain { 1 } else { s.stripe_count };
+                let period = s.object_size * if s.plain() { 1 } else { s.stripe_count };
                 let mut own = Vec::new();
                 self.image
                     .diff(None, all, (s.fast_diff(), false), |offset, len, _| {
@@ -500,8 +498,7 @@ impl Prepared {
             }
             (Some(image), None) => (image, None, Found::Fresh),
             (None, None) => {
-                create(&pool, &staged_name, opts, &label)?;
-                let image = Image::open(&pool, &staged_name, &label)?;
+                let image = create(&pool, &staged_name, opts, &label)?;
                 if !opts.meta.is_empty() {
                     image.meta_put_all(&opts.meta)?;
                 }
@@ -633,20 +630,18 @@ impl RbdSink {
 
 /// Creates `name` like the source: its size, object size, striping and features where the
 /// cluster takes them, else the cluster's default features; a clone of `opts.clone_of`
-/// when set, reading through to it no further than the source does.
-fn create(pool: &Arc<Pool>, name: &str, opts: &SinkOptions, label: &str) -> Result<()> {
-    let made = make(pool, name, opts, label);
-    let Some((_, overlap)) = &opts.clone_of else {
-        return made;
-    };
-    made?;
-    // A clone starts at its parent's size; shrinking it to the source's overlap hides what
-    // the source's parent link does not reach (growing it back reads as zeroes).
+/// when set, reading through to it no further than the source does. Returns it open.
+fn create(pool: &Arc<Pool>, name: &str, opts: &SinkOptions, label: &str) -> Result<Image> {
+    make(pool, name, opts, label)?;
     let image = Image::open(pool, name, label)?;
-    if *overlap < image.stat()?.size {
-        image.resize(*overlap)?;
+    if let Some((_, overlap)) = &opts.clone_of {
+        // A clone starts at its parent's size; shrinking it to the source's overlap hides
+        // what the source's parent link does not reach (growing it back reads as zeroes).
+        if *overlap < image.stat()?.size {
+            image.resize(*overlap)?;
+        }
     }
-    Ok(())
+    Ok(image)
 }
 
 fn make(pool: &Arc<Pool>, name: &str, opts: &SinkOptions, label: &str) -> Result<()> {

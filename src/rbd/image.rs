@@ -38,6 +38,11 @@ pub struct Stat {
 }
 
 impl Stat {
+    /// Whether each object is one range of the image (no fancy striping).
+    pub fn plain(&self) -> bool {
+        self.stripe_count <= 1 || self.stripe_unit == self.object_size
+    }
+
     /// Whether fast-diff is on and its map is valid, so whole-object diffs are cheap and right.
     pub fn fast_diff(&self) -> bool {
         self.features & sys::RBD_FEATURE_FAST_DIFF != 0
