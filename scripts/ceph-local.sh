@@ -566,6 +566,22 @@ launch() {
 	)
 }
 
+# new_osd ID: creates osd.ID (the mon gives it ID, the next free one), starts it and prints its pid.
+new_osd() {
+	local n=$1 uuid secret id
+	mkdir -p "$DIR/osd.$n"
+	uuid=$(uuidgen)
+	secret=$(ceph-authtool --gen-print-key)
+	id=$(printf '{"cephx_secret": "%s"}\n' "$secret" | C osd new "$uuid" -i - 2>>"$DIR/log/bringup.log") ||
+		die "ceph osd new failed"
+	[[ $id == "$n" ]] || die "ceph osd new returned id '$id', expected $n"
+	step "osd.$n keyring" ceph-authtool --create-keyring "$DIR/osd.$n/keyring" --name "osd.$n" --add-key "$secret"
+	step "osd.$n mkfs" ceph-osd -c "$CONF" -i "$n" --mkfs --osd-uuid "$uuid"
+	launch "$DIR/log/osd.$n.out" env "${PRELOAD[@]}" ceph-osd -c "$CONF" -i "$n" ||
+		die "ceph-osd $n failed to start"
+	read_pidfile "osd.$n"
+}
+
 start_cleanup() {
 	local rc=$1 f
 	trap - EXIT INT TERM
@@ -685,31 +701,10 @@ cmd_start() {
 		mgr=$(read_pidfile mgr.a)
 	fi
 
-	local uuid secret id
-	uuid=$(uuidgen)
-	secret=$(ceph-authtool --gen-print-key)
-	id=$(printf '{"cephx_secret": "%s"}\n' "$secret" | C osd new "$uuid" -i - 2>>"$DIR/log/bringup.log") ||
-		die "ceph osd new failed"
-	[[ $id == 0 ]] || die "ceph osd new returned id '$id', expected 0"
-	step "osd keyring" ceph-authtool --create-keyring "$DIR/osd.0/keyring" --name osd.0 --add-key "$secret"
-	step "osd mkfs" ceph-osd -c "$CONF" -i 0 --mkfs --osd-uuid "$uuid"
-	launch "$DIR/log/osd.0.out" env "${PRELOAD[@]}" ceph-osd -c "$CONF" -i 0 || die "ceph-osd failed to start"
-	osd=$(read_pidfile osd.0)
+	osd=$(new_osd 0)
 	local osds=1 i
 	if ((EC)); then # two more OSDs, for an EC pool of three chunks
-		for i in 1 2; do
-			mkdir -p "$DIR/osd.$i"
-			uuid=$(uuidgen)
-			secret=$(ceph-authtool --gen-print-key)
-			id=$(printf '{"cephx_secret": "%s"}\n' "$secret" | C osd new "$uuid" -i - 2>>"$DIR/log/bringup.log") ||
-				die "ceph osd new failed"
-			[[ $id == "$i" ]] || die "ceph osd new returned id '$id', expected $i"
-			step "osd.$i keyring" ceph-authtool --create-keyring "$DIR/osd.$i/keyring" --name "osd.$i" --add-key "$secret"
-			step "osd.$i mkfs" ceph-osd -c "$CONF" -i "$i" --mkfs --osd-uuid "$uuid"
-			launch "$DIR/log/osd.$i.out" env "${PRELOAD[@]}" ceph-osd -c "$CONF" -i "$i" ||
-				die "ceph-osd $i failed to start"
-			read_pidfile "osd.$i" >/dev/null
-		done
+		for i in 1 2; do new_osd "$i" >/dev/null; done
 		osds=3
 	fi
 	step "pool create" C osd pool create rbd 8 8 replicated # a mon-only operation, overlaps the OSD boot
