@@ -36,24 +36,7 @@ fn history(conf: &std::path::Path, img: &str) -> Vec<String> {
         12 * M,
         &[(0, 2 * M as usize), (8 * M, M as usize)],
     );
-    snapshots(conf, img)
-}
-
-/// Snapshots s1..s5 of `img`, with data written, overwritten and discarded between them.
-fn snapshots(conf: &std::path::Path, img: &str) -> Vec<String> {
-    let mut names = Vec::new();
-    for i in 1..=5u64 {
-        match i {
-            1 => {}
-            3 => zero(conf, img, 0, M),
-            _ => write(conf, img, i * M + 4096, 300_000, i),
-        }
-        write(conf, img, (i * 2 + 1) * 512 * 1024, 100_000, 10 + i);
-        let name = format!("s{i}");
-        rbd(conf, &["snap", "create", &format!("rbd/{img}@{name}")]);
-        names.push(name);
-    }
-    names
+    five_snapshots(conf, img)
 }
 
 fn same(c1: &std::path::Path, c2: &std::path::Path, img: &str, snaps: &[String]) {
@@ -110,16 +93,7 @@ fn every_snapshot_is_copied_in_order_and_a_rerun_continues() {
     assert_eq!(meta["app.setting"], "42", "{meta}");
     assert_eq!(meta["conf_rbd_cache"], "false", "{meta}");
     assert!(meta.get("rbdcp.resume").is_none(), "{meta}");
-    let listed: serde_json::Value =
-        serde_json::from_slice(&rbd(&c2, &["snap", "ls", "--format", "json", &spec])).unwrap();
-    let protected: Vec<&str> = listed
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|s| s["protected"] == "true")
-        .map(|s| s["name"].as_str().unwrap())
-        .collect();
-    assert_eq!(protected, ["s2"]);
+    assert_eq!(protected(&c2, &img), ["s2"]);
 
     // `all` again continues the history the destination holds: nothing to copy up to s3.
     let r = report(&run(
@@ -317,7 +291,7 @@ fn a_clone_keeps_its_parent_link_and_copies_only_its_own_data() {
         &c1,
         &["snap", "rm", "--no-progress", &format!("rbd/{img}@s1")],
     );
-    snapshots(&c1, &img);
+    five_snapshots(&c1, &img);
     rbd(&c1, &["snap", "protect", &format!("rbd/{img}@s3")]);
     // The parent's history, under another name: the copy is found by its provenance.
     let copied = format!("{img}-copied");
@@ -331,17 +305,7 @@ fn a_clone_keeps_its_parent_link_and_copies_only_its_own_data() {
         ],
         0,
     );
-    let listed: serde_json::Value = serde_json::from_slice(&rbd(
-        &c2,
-        &["snap", "ls", "--format", "json", &format!("rbd/{copied}")],
-    ))
-    .unwrap();
-    let s3 = listed
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["name"] == "s3");
-    assert_eq!(s3.unwrap()["protected"], "true", "{listed}");
+    assert_eq!(protected(&c2, &copied), ["s3"]);
     // Two clones of s3 in objects of 1 MiB: one with fast-diff (its own objects come from
     // the object map), one without (from the exact listing). Each writes a little, zeroes
     // parent data (which must not show through on the copy), grows and writes beyond the

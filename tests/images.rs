@@ -38,18 +38,7 @@ fn image(conf: &Path, img: &str) -> Vec<String> {
         conf,
         &["image-meta", "set", &spec, "conf_rbd_cache", "false"],
     );
-    let mut names = Vec::new();
-    for i in 1..=5u64 {
-        match i {
-            1 => {}
-            3 => zero(conf, img, 0, M),
-            _ => write(conf, img, i * M + 4096, 300_000, i),
-        }
-        write(conf, img, (i * 2 + 1) * 512 * 1024, 100_000, 10 + i);
-        let name = format!("s{i}");
-        rbd(conf, &["snap", "create", &format!("{spec}@{name}")]);
-        names.push(name);
-    }
+    let names = five_snapshots(conf, img);
     rbd(conf, &["snap", "protect", &format!("{spec}@s2")]);
     // The head differs from the last snapshot.
     write(conf, img, 12 * M, 50_000, 99);
@@ -69,20 +58,6 @@ fn same(ca: &Path, a: &str, cb: &Path, b: &str, names: &[String]) {
     }
     assert_eq!(protected(cb, b), protected(ca, a), "protection of {b}");
     assert_eq!(meta(cb, b), meta(ca, a), "image-meta of {b}");
-}
-
-fn protected(conf: &Path, img: &str) -> Vec<String> {
-    let v: serde_json::Value = serde_json::from_slice(&rbd(
-        conf,
-        &["snap", "ls", "--format", "json", &format!("rbd/{img}")],
-    ))
-    .unwrap();
-    v.as_array()
-        .unwrap()
-        .iter()
-        .filter(|s| s["protected"].as_str() == Some("true"))
-        .map(|s| s["name"].as_str().unwrap().to_owned())
-        .collect()
 }
 
 fn meta(conf: &Path, img: &str) -> Vec<(String, String)> {

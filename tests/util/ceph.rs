@@ -200,6 +200,39 @@ pub fn record(conf: &Path, image: &str, tag: u8, offset: u64, len: u64, data: &[
     );
 }
 
+/// Snapshots s1..s5 of `rbd/image`, with data written, overwritten and discarded between
+/// them (the image holds at least 12 MiB); their names, oldest first.
+pub fn five_snapshots(conf: &Path, image: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    for i in 1..=5u64 {
+        match i {
+            1 => {}
+            3 => zero(conf, image, 0, M),
+            _ => write(conf, image, i * M + 4096, 300_000, i),
+        }
+        write(conf, image, (i * 2 + 1) * 512 * 1024, 100_000, 10 + i);
+        let name = format!("s{i}");
+        rbd(conf, &["snap", "create", &format!("rbd/{image}@{name}")]);
+        names.push(name);
+    }
+    names
+}
+
+/// The protected snapshots of `rbd/image`, as `rbd snap ls` lists them.
+pub fn protected(conf: &Path, image: &str) -> Vec<String> {
+    let v: Value = serde_json::from_slice(&rbd(
+        conf,
+        &["snap", "ls", "--format", "json", &format!("rbd/{image}")],
+    ))
+    .unwrap();
+    v.as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["protected"].as_str() == Some("true"))
+        .map(|s| s["name"].as_str().unwrap().to_owned())
+        .collect()
+}
+
 pub fn loc(conf: &Path, spec: &str) -> String {
     format!("rbd:{spec}:conf={}", conf.display())
 }
