@@ -1,6 +1,7 @@
 //! RBD images as sources (read-only, at a snapshot, optionally since a base snapshot) and
 //! sinks (a new image under a temporary name, renamed at the end; or an existing one in place).
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
 use librbd_sys as sys;
@@ -10,7 +11,7 @@ use crate::engine::{Block, Done, Extent, Filled, ImageSink, ImageSource, Layout}
 use crate::error::{Error, Result};
 use crate::fault;
 use crate::location::RbdSpec;
-use crate::rbd::{Access, Cluster, CreateOptions, Image, Lease, Pool, Stat};
+use crate::rbd::{Access, Cluster, CreateOptions, Header, Image, Lease, Pool, Stat};
 
 /// Features a new image may copy from its source; the rest need set-up the destination
 /// cluster may lack (journaling, a data pool) or describe state, not shape.
@@ -71,6 +72,9 @@ impl super::Hold for Lease {
     }
     fn check(&self) -> Result<()> {
         Lease::check(self)
+    }
+    fn release(&self) {
+        Lease::release(self);
     }
 }
 
@@ -388,7 +392,9 @@ pub struct Prepared {
     pool: Arc<Pool>,
     lease: Lease,
     staged: Option<Image>,
-    target: Option<Image>,
+    target: Option<Arc<Image>>,
+    /// `target`'s exclusive lock, being taken.
+    locking: Option<Locking>,
 }
 
 /// Takes `spec`'s lease and opens what is there (see [`Prepared`]).
@@ -415,10 +421,10 @@ pub fn prepare(spec: &RbdSpec, access: &Access) -> Result<Prepared> {
         release_dead(image, &lease)?;
     }
     // An existing image is written in place (an incremental copy, or a resumed one): its
-    // lock is taken now, while the source opens, not by the first write.
-    if let Some(image) = &target {
-        image.lock_acquire()?;
-    }
+    // lock is taken from now on, while the job reads and writes its record, not by the
+    // first write.
+    let target = target.map(Arc::new);
+    let locking = target.as_ref().map(Locking::start);
     Ok(Prepared {
         spec,
         label,
@@ -426,6 +432,7 @@ pub fn prepare(spec: &RbdSpec, access: &Access) -> Result<Prepared> {
         lease,
         staged,
         target,
+        locking,
     })
 }
 
@@ -440,6 +447,7 @@ impl Prepared {
             lease,
             mut staged,
             mut target,
+            locking,
         } = self;
         let staged_name = format!("{}{STAGED}", spec.image);
         if opts.restart {
@@ -452,8 +460,8 @@ impl Prepared {
         }
         if let Some(image) = staged.take() {
             if image.meta_get(RECORD_KEY)?.is_some() {
-                let sink = RbdSink::new(image, &spec, Some(staged_name), opts)?;
-                return Ok(dest(sink, Found::Staged, lease));
+                let sink = RbdSink::new(Arc::new(image), &spec, Some(staged_name), opts, None)?;
+                return dest(sink, Found::Staged, lease);
             }
             // Created by a run killed before its first record: nothing in it counts.
             drop(image);
@@ -464,8 +472,8 @@ impl Prepared {
                 let made = image.meta_get(&provenance_key(snap))?;
                 if made.is_some() && made == opts.provenance {
                     let image = target.take().expect("checked above");
-                    let sink = RbdSink::new(image, &spec, None, opts)?;
-                    return Ok(dest(sink, Found::Complete, lease));
+                    let sink = RbdSink::new(image, &spec, None, opts, locking)?;
+                    return dest(sink, Found::Complete, lease);
                 }
                 return Err(Error::SnapExists {
                     image: label,
@@ -502,11 +510,11 @@ impl Prepared {
                 if !opts.meta.is_empty() {
                     image.meta_put_all(&opts.meta)?;
                 }
-                (image, Some(staged_name), Found::Fresh)
+                (Arc::new(image), Some(staged_name), Found::Fresh)
             }
         };
-        let sink = RbdSink::new(image, &spec, temp, opts)?;
-        Ok(dest(sink, found, lease))
+        let sink = RbdSink::new(image, &spec, temp, opts, locking)?;
+        dest(sink, found, lease)
     }
 }
 
@@ -529,11 +537,72 @@ fn release_dead(image: &Image, lease: &Lease) -> Result<()> {
     Ok(())
 }
 
-fn dest(sink: RbdSink, found: Found, lease: Lease) -> Dest {
+fn dest(sink: RbdSink, found: Found, lease: Lease) -> Result<Dest> {
     let store = RbdStore {
-        image: Arc::clone(&sink.image),
+        header: sink.image.header()?,
+        first: sink.with_record.clone(),
     };
-    Dest::new(Arc::new(sink), Arc::new(store), found, Arc::new(lease))
+    Ok(Dest::new(
+        Arc::new(sink),
+        Arc::new(store),
+        found,
+        Arc::new(lease),
+    ))
+}
+
+/// An image's exclusive lock, taken on a thread of its own (four round trips) while the
+/// job goes on; [`Locking::wait`] waits for it.
+#[derive(Debug)]
+struct Locking(Mutex<LockState>);
+
+#[derive(Debug)]
+enum LockState {
+    Taking(std::thread::JoinHandle<Result<()>>),
+    Held,
+    /// Taking it failed, with this errno.
+    Failed(i32),
+}
+
+impl Locking {
+    fn start(image: &Arc<Image>) -> Locking {
+        let image = Arc::clone(image);
+        let taking = std::thread::spawn(move || image.lock_acquire());
+        Locking(Mutex::new(LockState::Taking(taking)))
+    }
+
+    /// Waits until the lock is taken; its error, if taking it failed (every caller).
+    fn wait(&self, label: &str) -> Result<()> {
+        let mut state = self.0.lock().unwrap();
+        if let LockState::Taking(_) = &*state {
+            let LockState::Taking(taking) = std::mem::replace(&mut *state, LockState::Held) else {
+                unreachable!("matched above")
+            };
+            if let Err(e) = taking.join().expect("taking a lock does not panic") {
+                *state = LockState::Failed(e.errno().unwrap_or(libc::EIO));
+                return Err(e);
+            }
+        }
+        match *state {
+            LockState::Failed(errno) => Err(Error::open(
+                "rbd_lock_acquire",
+                label,
+                std::io::Error::from_raw_os_error(errno),
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl Drop for Locking {
+    fn drop(&mut self) {
+        // The image closes only once the lock is taken or refused: no lock is left to a
+        // thread the process may not wait for.
+        if let LockState::Taking(taking) =
+            std::mem::replace(self.0.get_mut().unwrap(), LockState::Held)
+        {
+            let _ = taking.join();
+        }
+    }
 }
 
 /// Opens `name` for writing, or `None` when there is no such image.
@@ -566,22 +635,46 @@ pub fn discard(spec: &RbdSpec, access: &Access) -> Result<bool> {
     Ok(any)
 }
 
-/// A progress record in the destination image's own image-meta.
+/// A progress record in the destination image's own image-meta, read and written through
+/// its header object, not the image handle: it is saved while the image takes its lock,
+/// and cleared while it closes.
 struct RbdStore {
-    image: Arc<Image>,
+    header: Header,
+    first: Arc<WithRecord>,
+}
+
+/// What the first record saved brings along: the provenance record of the snapshot
+/// [`RbdSink::finish`] makes, which then need not write it (a round trip fewer at the end of
+/// a job, where nothing else runs). Provenance without its snapshot means nothing: a job
+/// that sees one makes the snapshot, or fails.
+#[derive(Debug, Default)]
+struct WithRecord {
+    entry: Option<(String, String)>,
+    written: AtomicBool,
 }
 
 impl Store for RbdStore {
     fn load(&self) -> Result<Option<String>> {
-        self.image.meta_get(RECORD_KEY)
+        self.header.get(RECORD_KEY)
     }
 
     fn save(&self, record: &str) -> Result<()> {
-        self.image.meta_put(RECORD_KEY, record)
+        let mut entries = vec![(RECORD_KEY.to_owned(), record.to_owned())];
+        let along = self
+            .first
+            .entry
+            .as_ref()
+            .filter(|_| !self.first.written.load(Ordering::Relaxed));
+        entries.extend(along.cloned());
+        self.header.put_all(&entries)?;
+        if along.is_some() {
+            self.first.written.store(true, Ordering::Relaxed);
+        }
+        Ok(())
     }
 
     fn clear(&self) -> Result<()> {
-        self.image.meta_drop(RECORD_KEY)
+        self.header.remove(RECORD_KEY)
     }
 }
 
@@ -603,19 +696,25 @@ pub struct RbdSink {
     object_size: u64,
     /// A new image that reads as zeroes wherever it was not written (not a clone).
     blank: bool,
+    /// The exclusive lock of an image written in place, being taken.
+    locking: Option<Locking>,
+    /// The provenance record, written with the first progress record if there is one.
+    with_record: Arc<WithRecord>,
 }
 
 impl RbdSink {
     fn new(
-        image: Image,
+        image: Arc<Image>,
         spec: &RbdSpec,
         temp: Option<String>,
         opts: &SinkOptions,
+        locking: Option<Locking>,
     ) -> Result<RbdSink> {
         let object_size = image.stat()?.object_size;
         let blank = temp.is_some() && image.parent()?.is_none();
+        let entry = opts.snap.as_ref().zip(opts.provenance.as_ref());
         Ok(RbdSink {
-            image: Arc::new(image),
+            image,
             spec: spec.clone(),
             label: spec.to_string(),
             temp,
@@ -624,6 +723,11 @@ impl RbdSink {
             protect: opts.protect,
             object_size,
             blank,
+            locking,
+            with_record: Arc::new(WithRecord {
+                entry: entry.map(|(snap, made)| (provenance_key(snap), made.clone())),
+                written: AtomicBool::new(false),
+            }),
         })
     }
 }
@@ -738,6 +842,13 @@ impl ImageSink for RbdSink {
         self.image.zero_async(offset, len, done);
     }
 
+    fn ready(&self) -> Result<()> {
+        match &self.locking {
+            Some(locking) => locking.wait(&self.label),
+            None => Ok(()),
+        }
+    }
+
     fn flush(&self) -> Result<()> {
         self.image.flush()
     }
@@ -751,7 +862,9 @@ impl ImageSink for RbdSink {
         }
         if let Some(snap) = &self.snap {
             if let Some(made) = &self.provenance {
-                self.image.meta_put(&provenance_key(snap), made)?;
+                if !self.with_record.written.load(Ordering::Relaxed) {
+                    self.image.meta_put(&provenance_key(snap), made)?;
+                }
                 fault::point("after-provenance");
             }
             self.image.snap_create(snap)?;

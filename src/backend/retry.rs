@@ -279,6 +279,10 @@ impl ImageSink for Retry<dyn ImageSink> {
         let request = Request::Zero(offset, len);
         request.send(Arc::clone(&self.inner), self.policy.clone(), 1, done);
     }
+    fn ready(&self) -> Result<()> {
+        // Taking a lock is not retried, as it was not when it was taken before the job.
+        self.inner.ready()
+    }
     fn flush(&self) -> Result<()> {
         self.policy.call(|| self.inner.flush())
     }

@@ -70,6 +70,7 @@ where
     C: Pace,
 {
     let started = Instant::now();
+    dst.ready()?;
     dst.resize(size)?;
     progress.start(0);
     let counts = Counts::default();

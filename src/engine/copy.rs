@@ -161,6 +161,7 @@ pub fn copy<C: Pace>(
     let chunk = chunk_size(opts.chunk_size, src.object_size().or(dst.object_size()));
     let fill_gaps = src.base().is_none() && !dst.zeroed();
     let plan = Plan::new(src.extents()?, size, chunk, fill_gaps);
+    dst.ready()?;
     dst.resize(size)?;
     let start = opts.start.min(size);
     if opts.preallocate {

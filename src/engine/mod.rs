@@ -229,6 +229,13 @@ pub trait ImageSink: Send + Sync {
         done(self.write_zeroes(offset, len));
     }
 
+    /// Waits until the image takes writes: an RBD image written in place takes its
+    /// exclusive lock meanwhile, while the job reads and saves its progress record. The
+    /// engine calls it before anything else.
+    fn ready(&self) -> Result<()> {
+        Ok(())
+    }
+
     /// Makes everything written so far durable.
     fn flush(&self) -> Result<()>;
 

@@ -247,10 +247,9 @@ fn once(job: &Copy, ctx: &Context, restart: bool) -> Result<Outcome> {
     };
     let bar = (ctx.bars)("copy");
     let report = engine::copy(&src, sink.as_ref(), &opts, &ctx.throttle, bar.as_ref())
-        .and_then(|r| saver.clear().map(|()| r))
         .map_err(|e| ctx.failed(e, &dest).kept(&label))?;
-    drop((sink, store));
-    drop(dest);
+    drop(opts);
+    super::wrap_up(saver, (sink, store, dest)).map_err(|e| e.kept(&label))?;
     Ok(Outcome {
         report,
         diff_mode: src.diff_mode(),

@@ -268,8 +268,9 @@ fn step(
         &ctx.throttle,
         bar.as_ref(),
     )
-    .and_then(|r| saver.clear().map(|()| r))
     .map_err(|e| ctx.failed(e, &dest).kept(&label))?;
+    drop(opts);
+    super::wrap_up(saver, (sink, store, dest)).map_err(|e| e.kept(&label))?;
     if start > 0 {
         report.bytes_skipped = skipped_before;
     }

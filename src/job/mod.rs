@@ -193,6 +193,27 @@ impl Context {
     }
 }
 
+/// Ends a job whose destination is finished: its record goes while `open` (the
+/// destination, with everything that holds it) closes, an RBD image's close being four
+/// round trips, and then its lock or lease is given up, still while it closes.
+fn wrap_up<T: Send>(saver: Arc<record::Saver>, open: T) -> Result<()> {
+    let hold = Arc::clone(&saver.hold);
+    let store = saver
+        .saved
+        .load(Ordering::Relaxed)
+        .then(|| Arc::clone(&saver.store));
+    std::thread::scope(|s| {
+        s.spawn(move || drop((saver, open)));
+        let cleared = store.map_or(Ok(()), |store| store.clear());
+        match &cleared {
+            Ok(()) => hold.release(),
+            Err(e) if e.wants_new_connection() => hold.retire(),
+            Err(_) => {}
+        }
+        cleared
+    })
+}
+
 /// A destination opened for a job; the lock or lease in `dest` is held until it drops.
 struct Opened {
     dest: Dest,

@@ -1,7 +1,7 @@
 //! An open RBD image (`rbd_image_t`): I/O, size, snapshots and diff iteration.
 
 use std::any::Any;
-use std::ffi::{c_char, c_int, c_void, CStr};
+use std::ffi::{c_char, c_int, c_void, CStr, CString};
 use std::io;
 use std::panic::{self, AssertUnwindSafe};
 use std::ptr;
@@ -844,82 +844,47 @@ impl Image {
         }
     }
 
-    /// Sets image-meta `key` to `value` by one call on the image header, without librbd's
-    /// header-update notice: that notice makes every open handle, this one included, reread
-    /// the whole header before its next operation (six round trips). For rbdcp's own
-    /// records, which no librbd client keeps in memory; [`Image::meta_get`] reads them back.
+    /// Sets image-meta `key` to `value` as [`Header::put_all`] does.
     pub fn meta_put(&self, key: &str, value: &str) -> Result<()> {
-        self.meta_put_all(&[(key.to_owned(), value.to_owned())])
+        self.header()?
+            .put_all(&[(key.to_owned(), value.to_owned())])
     }
 
-    /// Sets every `(key, value)` of `entries` as [`Image::meta_put`] sets one, in one call.
+    /// Sets every `(key, value)` of `entries` as [`Header::put_all`] does.
     pub fn meta_put_all(&self, entries: &[(String, String)]) -> Result<()> {
-        // cls_rbd's metadata_set takes a map<string, bufferlist>: a count, then each key
-        // and value as a 32-bit little-endian length and the bytes.
-        let mut input = len32(entries.len(), "metadata")?.to_le_bytes().to_vec();
-        for (key, value) in entries {
-            for bytes in [key.as_bytes(), value.as_bytes()] {
-                input.extend_from_slice(&len32(bytes.len(), "metadata")?.to_le_bytes());
-                input.extend_from_slice(bytes);
-            }
-        }
-        self.exec_header(c"metadata_set", &input, "metadata_set")
+        self.header()?.put_all(entries)
     }
 
-    /// Removes image-meta `key` as [`Image::meta_put`] sets it; a key that is not set is no
-    /// error.
+    /// Removes image-meta `key` as [`Header::remove`] does.
     pub fn meta_drop(&self, key: &str) -> Result<()> {
-        // metadata_remove takes the key as a string: its length, then the bytes.
-        let mut input = Vec::with_capacity(4 + key.len());
-        input.extend_from_slice(&len32(key.len(), "metadata key")?.to_le_bytes());
-        input.extend_from_slice(key.as_bytes());
-        match self.exec_header(c"metadata_remove", &input, "metadata_remove") {
-            Err(Error::Open { err, .. }) if err.raw_os_error() == Some(libc::ENOENT) => Ok(()),
-            other => other,
-        }
+        self.header()?.remove(key)
     }
 
-    /// Calls cls_rbd's `method` on the image's header object with `input`.
-    fn exec_header(&self, method: &CStr, input: &[u8], op: &'static str) -> Result<()> {
-        let oid = cstr(&format!("rbd_header.{}", self.id()?), "header object")?;
-        self.exec(&oid, method, input, op)
+    /// The image's header object, for rbdcp's own image-meta entries.
+    pub fn header(&self) -> Result<Header> {
+        Ok(Header {
+            pool: Arc::clone(&self.pool),
+            oid: cstr(&format!("rbd_header.{}", self.id()?), "header object")?,
+            name: self.name.clone(),
+        })
     }
 
     /// Runs method `method` of object class `rbd` on object `oid` of the image's pool.
     fn exec(&self, oid: &CStr, method: &CStr, input: &[u8], op: &'static str) -> Result<()> {
-        self.call(oid, method, input, 64, op).map(drop)
+        call(&self.pool, oid, method, input, 64, op, &self.name).map(drop)
     }
 
     /// As [`Image::exec`], returning the method's output (at most 4 KiB).
     fn exec_out(&self, oid: &CStr, method: &CStr, input: &[u8]) -> Result<Vec<u8>> {
-        self.call(oid, method, input, 4096, "rados_exec")
-    }
-
-    fn call(
-        &self,
-        oid: &CStr,
-        method: &CStr,
-        input: &[u8],
-        room: usize,
-        op: &'static str,
-    ) -> Result<Vec<u8>> {
-        let mut out = vec![0u8; room];
-        // SAFETY: the pool's ioctx is open while the image holds it; the strings and both
-        // buffers outlive the call, with the lengths given.
-        let ret = unsafe {
-            sys::rados_exec(
-                self.pool.raw().cast(),
-                oid.as_ptr(),
-                c"rbd".as_ptr(),
-                method.as_ptr(),
-                input.as_ptr().cast(),
-                input.len(),
-                out.as_mut_ptr().cast(),
-                out.len(),
-            )
-        };
-        out.truncate(check(ret.into(), op, &self.name)? as usize);
-        Ok(out)
+        call(
+            &self.pool,
+            oid,
+            method,
+            input,
+            4096,
+            "rados_exec",
+            &self.name,
+        )
     }
 
     /// Takes the image's exclusive lock now, and keeps it until the image is closed, instead
@@ -1113,6 +1078,101 @@ impl Drop for Image {
     }
 }
 
+/// An image's header object, for rbdcp's own image-meta entries (progress and provenance
+/// records): read and written by calls on the object itself, without librbd's image
+/// handle, so they run while the image is opening, taking its lock or closing. No librbd
+/// client keeps these entries in memory, so none needs librbd's header-update notice,
+/// which would make every open handle, this one included, reread the whole header before
+/// its next operation (six round trips).
+#[derive(Debug)]
+pub struct Header {
+    pool: Arc<Pool>,
+    oid: CString,
+    name: String,
+}
+
+impl Header {
+    /// The value of image-meta `key`, or `None` when it is not set.
+    pub fn get(&self, key: &str) -> Result<Option<String>> {
+        // metadata_get takes the key and answers the value, each as a string: a 32-bit
+        // little-endian length, then the bytes.
+        let mut room = 64 << 10;
+        loop {
+            match call(
+                &self.pool,
+                &self.oid,
+                c"metadata_get",
+                &encoded(key),
+                room,
+                "metadata_get",
+                &self.name,
+            ) {
+                Err(e) if e.errno() == Some(libc::ENOENT) => return Ok(None),
+                Err(e) if e.errno() == Some(libc::ERANGE) && room < 64 << 20 => room *= 4,
+                Err(e) => return Err(e),
+                Ok(out) => return decoded(&out, &self.name).map(Some),
+            }
+        }
+    }
+
+    /// Sets every `(key, value)` of `entries` in one atomic update of the header.
+    pub fn put_all(&self, entries: &[(String, String)]) -> Result<()> {
+        // cls_rbd's metadata_set takes a map<string, bufferlist>: a count, then each key
+        // and value as a 32-bit little-endian length and the bytes.
+        let mut input = len32(entries.len(), "metadata")?.to_le_bytes().to_vec();
+        for (key, value) in entries {
+            for bytes in [key.as_bytes(), value.as_bytes()] {
+                input.extend_from_slice(&len32(bytes.len(), "metadata")?.to_le_bytes());
+                input.extend_from_slice(bytes);
+            }
+        }
+        self.exec(c"metadata_set", &input, "metadata_set")
+    }
+
+    /// Removes image-meta `key`; a key that is not set is no error.
+    pub fn remove(&self, key: &str) -> Result<()> {
+        len32(key.len(), "metadata key")?;
+        match self.exec(c"metadata_remove", &encoded(key), "metadata_remove") {
+            Err(e) if e.errno() == Some(libc::ENOENT) => Ok(()),
+            other => other,
+        }
+    }
+
+    fn exec(&self, method: &CStr, input: &[u8], op: &'static str) -> Result<()> {
+        call(&self.pool, &self.oid, method, input, 64, op, &self.name).map(drop)
+    }
+}
+
+/// Runs method `method` of object class `rbd` on object `oid` of `pool`, with room for
+/// `room` bytes of output; `name` names the image in errors.
+fn call(
+    pool: &Pool,
+    oid: &CStr,
+    method: &CStr,
+    input: &[u8],
+    room: usize,
+    op: &'static str,
+    name: &str,
+) -> Result<Vec<u8>> {
+    let mut out = vec![0u8; room];
+    // SAFETY: the pool's ioctx is open while `pool` is borrowed; the strings and both
+    // buffers outlive the call, with the lengths given.
+    let ret = unsafe {
+        sys::rados_exec(
+            pool.raw().cast(),
+            oid.as_ptr(),
+            c"rbd".as_ptr(),
+            method.as_ptr(),
+            input.as_ptr().cast(),
+            input.len(),
+            out.as_mut_ptr().cast(),
+            out.len(),
+        )
+    };
+    out.truncate(check(ret.into(), op, name)? as usize);
+    Ok(out)
+}
+
 /// Entries per page of [`Image::meta_list`].
 const PAGE: u64 = 256;
 
@@ -1157,6 +1217,21 @@ fn encoded(text: &str) -> Vec<u8> {
     let mut out = (text.len() as u32).to_le_bytes().to_vec();
     out.extend_from_slice(text.as_bytes());
     out
+}
+
+/// The string Ceph encoded as `bytes` (see [`encoded`]).
+fn decoded(bytes: &[u8], name: &str) -> Result<String> {
+    let len = bytes
+        .get(..4)
+        .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")) as usize);
+    match len.and_then(|len| bytes.get(4..4 + len)) {
+        Some(text) => Ok(String::from_utf8_lossy(text).into_owned()),
+        None => Err(Error::open(
+            "decode the image-meta value of",
+            name,
+            io::Error::from_raw_os_error(libc::EBADMSG),
+        )),
+    }
 }
 
 /// `len` as the 32-bit length of Ceph's encoding.

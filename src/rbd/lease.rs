@@ -47,7 +47,7 @@ pub struct Lease {
     oid: CString,
     cookie: CString,
     stop: Arc<(Mutex<bool>, Condvar)>,
-    renewer: Option<JoinHandle<()>>,
+    renewer: Mutex<Option<JoinHandle<()>>>,
     renewal: Arc<Mutex<Renewal>>,
     retired: AtomicBool,
     label: String,
@@ -213,7 +213,7 @@ impl Lease {
             oid,
             cookie,
             stop,
-            renewer: Some(renewer),
+            renewer: Mutex::new(Some(renewer)),
             renewal,
             retired: AtomicBool::new(false),
             label: label.to_owned(),
@@ -395,14 +395,23 @@ fn break_lock(pool: &Pool, oid: &CString, client: &str, cookie: &str, label: &st
 
 impl Drop for Lease {
     fn drop(&mut self) {
+        self.release();
+    }
+}
+
+impl Lease {
+    /// Gives the lease up now rather than when it drops (a job whose record is gone has
+    /// nothing left to guard while its image closes); once only.
+    pub fn release(&self) {
+        let Some(renewer) = self.renewer.lock().unwrap().take() else {
+            return;
+        };
         {
             let (stopped, wake) = &*self.stop;
             *stopped.lock().unwrap() = true;
             wake.notify_all();
         }
-        if let Some(t) = self.renewer.take() {
-            let _ = t.join();
-        }
+        let _ = renewer.join();
         let cookie = self.cookie.to_string_lossy();
         LIVE.lock().unwrap().retain(|c| *c != cookie);
         if self.retired.load(Ordering::Relaxed) {

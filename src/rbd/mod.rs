@@ -10,7 +10,7 @@ mod image;
 pub mod lease;
 
 pub use cluster::{Access, Cluster, Pool};
-pub use image::{AllSnaps, CreateOptions, Image, Parent, Snap, Stat};
+pub use image::{AllSnaps, CreateOptions, Header, Image, Parent, Snap, Stat};
 pub use lease::{Holder, Lease};
 
 use std::ffi::CString;
