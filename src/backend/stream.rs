@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use tempfile::TempPath;
 
 use super::sidecar::Sidecar;
-use crate::engine::{Buffers, Chunk, ImageSink, Piece};
+use crate::engine::{Chunk, ImageSink, Piece};
 use crate::error::{Error, Result};
 use crate::location::Location;
 use crate::stream::{Header, ImageHeader, Reader, Record, Writer};
@@ -296,7 +296,6 @@ pub struct Pieces<R> {
     /// The sidecar's records and how many were matched.
     sums: Option<(Sidecar, usize)>,
     name: String,
-    buffers: Option<Arc<Buffers>>,
     /// The stream file, for a resume to seek in.
     file: Option<File>,
     /// The crc32 of the stream up to each record boundary read, for checkpoints to take.
@@ -449,7 +448,6 @@ impl<R: Read> Pieces<R> {
             first,
             sums: None,
             name,
-            buffers: None,
             file,
             marks: None,
             expect: None,
@@ -474,12 +472,6 @@ impl<R: Read> Pieces<R> {
             }
         }
         Ok(())
-    }
-
-    /// The same pieces, read into buffers taken from `buffers` (where the engine gives
-    /// them back once written).
-    pub fn reuse(&mut self, buffers: Arc<Buffers>) {
-        self.buffers = Some(buffers);
     }
 
     /// The same pieces, publishing the stream's crc32 at each record boundary to `marks`.
@@ -549,10 +541,9 @@ impl<R: Read> Pieces<R> {
                         &found,
                     ));
                 }
-                let mut data = match &self.buffers {
-                    Some(b) => b.take(len as usize),
-                    None => Vec::new(),
-                };
+                // A buffer of its own, of its size: pieces come in every size (see
+                // `Flight::new`).
+                let mut data = Vec::new();
                 self.reader.data_into(&mut data)?;
                 self.check(at, offset, &data)?;
                 Ok(Piece {

@@ -81,6 +81,7 @@ where
         &opts.buffers,
         opts.start,
         opts.stall,
+        false,
     );
     let skipped = AtomicU64::new(0);
     // Pieces a resumed job applied already are read, not written.

@@ -272,6 +272,7 @@ fn copy_window<C: Pace>(
         &opts.buffers,
         opts.start,
         opts.stall,
+        true,
     );
     let size = src.size();
     checkpoint::every(opts, &flight, || {

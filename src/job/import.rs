@@ -207,7 +207,6 @@ fn step(
     };
     let label = job.dst.to_string();
     let marks = Marks::default();
-    pieces.reuse(Arc::clone(&ctx.buffers));
     pieces.marks(Arc::clone(&marks));
     let had = earlier(dest.found, store.as_ref(), &record, &label)?;
     let recorded = had.is_some();
