@@ -580,3 +580,58 @@ fn a_full_file_system_is_a_clear_error_naming_the_file() {
         expect(rbdcp(&mnt).args(["discard", "full.img"]), 0);
     }
 }
+
+#[test]
+fn a_destination_another_client_keeps_locked_is_refused_and_left_as_it_was() {
+    let Some((c1, c2)) = clusters() else { return };
+    let img = name("locked");
+    image(&c1, &img);
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (s1, dst) = (
+        loc(&c1, &format!("rbd/{img}@s1")),
+        loc(&c2, &format!("rbd/{img}")),
+    );
+    expect(rbdcp(d).args(["copy", &s1, &dst]), 0);
+    write(&c1, &img, 4 * M, 4096, 7);
+    rbd(&c1, &["snap", "create", &format!("rbd/{img}@s2")]);
+    // Another client takes the destination's exclusive lock and keeps it (librbd's
+    // explicit lock, which it does not hand over on request).
+    use rbdcp::rbd::{Access, Cluster, Image, Pool};
+    let access = Access {
+        conf: Some(c2.clone()),
+        ..Access::default()
+    };
+    let pool = Pool::open(&Cluster::connect(&access).unwrap(), "rbd", None).unwrap();
+    let holder = Image::open(&pool, &img, "holder").unwrap();
+    holder.lock_acquire().unwrap();
+    let s2 = loc(&c1, &format!("rbd/{img}@s2"));
+    let incremental = ["copy", &s2, &dst, "--from-snap", "s1"];
+    let t = Instant::now();
+    let out = expect(rbdcp(d).args(incremental), 1);
+    assert!(
+        t.elapsed() < Duration::from_secs(30),
+        "refused, not waited out"
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("rbd/{img}")) && err.contains("lock"),
+        "{err}"
+    );
+    // Nothing of the run is left: no record (the run saved one while the lock was being
+    // taken), no provenance, no snapshot.
+    let meta = String::from_utf8_lossy(&rbd(&c2, &["image-meta", "list", &format!("rbd/{img}")]))
+        .into_owned();
+    assert!(
+        !meta.contains("rbdcp.resume") && !meta.contains("rbdcp.snap.s2"),
+        "{meta}"
+    );
+    assert_eq!(snaps(&c2, &img), ["s1"]);
+    drop(holder);
+    let out = expect(rbdcp(d).args(incremental).arg("--json"), 0);
+    assert_eq!(json(&out)["resumed_from"], Value::Null);
+    assert_eq!(
+        export(&c2, &format!("rbd/{img}@s2")),
+        export(&c1, &format!("rbd/{img}@s2"))
+    );
+}

@@ -34,21 +34,37 @@ fn access(spec: &RbdSpec, defaults: &Access) -> Access {
 }
 
 /// Connections alive in this process, by how they were reached: a source and a sink in one
-/// cluster share one (one set of messenger threads and sockets, one handshake).
-static CLUSTERS: Mutex<Vec<(Access, Weak<Cluster>)>> = Mutex::new(Vec::new());
+/// cluster share one (one set of messenger threads and sockets, one handshake). Each way of
+/// reaching a cluster has a slot of its own, locked while it connects: a source and a sink
+/// in two clusters connect at the same time (the two handshakes had taken turns, 40 ms of
+/// a small copy), in one cluster they wait for one connection.
+static CLUSTERS: Mutex<Vec<(Access, Slot)>> = Mutex::new(Vec::new());
+
+type Slot = Arc<Mutex<Weak<Cluster>>>;
 
 fn cluster(access: &Access) -> Result<Arc<Cluster>> {
-    let mut known = CLUSTERS.lock().unwrap();
-    known.retain(|(_, c)| c.strong_count() > 0);
-    if let Some(cluster) = known
-        .iter()
-        .find(|(a, _)| a == access)
-        .and_then(|(_, c)| c.upgrade())
-    {
+    let slot = {
+        let mut known = CLUSTERS.lock().unwrap();
+        // A slot in use is locked, or held by a thread about to lock it; a slot locked now
+        // is never waited for here, so one connection's handshake holds up no other.
+        known.retain(|(_, slot)| {
+            Arc::strong_count(slot) > 1 || slot.try_lock().map_or(true, |c| c.strong_count() > 0)
+        });
+        match known.iter().find(|(a, _)| a == access) {
+            Some((_, slot)) => Arc::clone(slot),
+            None => {
+                let slot = Slot::default();
+                known.push((access.clone(), Arc::clone(&slot)));
+                slot
+            }
+        }
+    };
+    let mut held = slot.lock().unwrap();
+    if let Some(cluster) = held.upgrade() {
         return Ok(cluster);
     }
     let cluster = Cluster::connect(access)?;
-    known.push((access.clone(), Arc::downgrade(&cluster)));
+    *held = Arc::downgrade(&cluster);
     Ok(cluster)
 }
 
@@ -62,7 +78,10 @@ pub fn connection(spec: &RbdSpec, defaults: &Access) -> Result<Arc<Cluster>> {
 /// Forgets connection `cluster`: later opens connect afresh.
 fn retire(cluster: &Arc<Cluster>) {
     let mut known = CLUSTERS.lock().unwrap();
-    known.retain(|(_, c)| !std::ptr::eq(c.as_ptr(), Arc::as_ptr(cluster)));
+    known.retain(|(_, slot)| {
+        slot.try_lock()
+            .map_or(true, |c| !std::ptr::eq(c.as_ptr(), Arc::as_ptr(cluster)))
+    });
 }
 
 impl super::Hold for Lease {
@@ -540,7 +559,7 @@ fn release_dead(image: &Image, lease: &Lease) -> Result<()> {
 fn dest(sink: RbdSink, found: Found, lease: Lease) -> Result<Dest> {
     let store = RbdStore {
         header: sink.image.header()?,
-        first: sink.with_record.clone(),
+        shared: Arc::clone(&sink.shared),
     };
     Ok(Dest::new(
         Arc::new(sink),
@@ -640,17 +659,22 @@ pub fn discard(spec: &RbdSpec, access: &Access) -> Result<bool> {
 /// and cleared while it closes.
 struct RbdStore {
     header: Header,
-    first: Arc<WithRecord>,
+    shared: Arc<Shared>,
 }
 
-/// What the first record saved brings along: the provenance record of the snapshot
-/// [`RbdSink::finish`] makes, which then need not write it (a round trip fewer at the end of
-/// a job, where nothing else runs). Provenance without its snapshot means nothing: a job
-/// that sees one makes the snapshot, or fails.
+/// What the sink and the store of one destination share.
 #[derive(Debug, Default)]
-struct WithRecord {
-    entry: Option<(String, String)>,
-    written: AtomicBool,
+struct Shared {
+    /// The provenance record of the snapshot [`RbdSink::finish`] makes, saved along with
+    /// the first progress record, so that `finish` need not write it (a round trip fewer at
+    /// the end of a job, where nothing else runs). Provenance without its snapshot means
+    /// nothing: a job that finds one makes the snapshot, or fails.
+    provenance: Option<(String, String)>,
+    /// This run saved a progress record (with the provenance).
+    saved: AtomicBool,
+    /// The image's lock was refused: nothing was written, so no record is kept (not even
+    /// the one a failed job leaves at its end).
+    refused: AtomicBool,
 }
 
 impl Store for RbdStore {
@@ -659,17 +683,15 @@ impl Store for RbdStore {
     }
 
     fn save(&self, record: &str) -> Result<()> {
-        let mut entries = vec![(RECORD_KEY.to_owned(), record.to_owned())];
-        let along = self
-            .first
-            .entry
-            .as_ref()
-            .filter(|_| !self.first.written.load(Ordering::Relaxed));
-        entries.extend(along.cloned());
-        self.header.put_all(&entries)?;
-        if along.is_some() {
-            self.first.written.store(true, Ordering::Relaxed);
+        if self.shared.refused.load(Ordering::Relaxed) {
+            return Ok(());
         }
+        let mut entries = vec![(RECORD_KEY.to_owned(), record.to_owned())];
+        if !self.shared.saved.load(Ordering::Relaxed) {
+            entries.extend(self.shared.provenance.clone());
+        }
+        self.header.put_all(&entries)?;
+        self.shared.saved.store(true, Ordering::Relaxed);
         Ok(())
     }
 
@@ -698,8 +720,8 @@ pub struct RbdSink {
     blank: bool,
     /// The exclusive lock of an image written in place, being taken.
     locking: Option<Locking>,
-    /// The provenance record, written with the first progress record if there is one.
-    with_record: Arc<WithRecord>,
+    /// What it shares with its store.
+    shared: Arc<Shared>,
 }
 
 impl RbdSink {
@@ -724,9 +746,10 @@ impl RbdSink {
             object_size,
             blank,
             locking,
-            with_record: Arc::new(WithRecord {
-                entry: entry.map(|(snap, made)| (provenance_key(snap), made.clone())),
-                written: AtomicBool::new(false),
+            shared: Arc::new(Shared {
+                provenance: entry.map(|(snap, made)| (provenance_key(snap), made.clone())),
+                saved: AtomicBool::new(false),
+                refused: AtomicBool::new(false),
             }),
         })
     }
@@ -843,10 +866,25 @@ impl ImageSink for RbdSink {
     }
 
     fn ready(&self) -> Result<()> {
-        match &self.locking {
-            Some(locking) => locking.wait(&self.label),
-            None => Ok(()),
+        let Some(locking) = &self.locking else {
+            return Ok(());
+        };
+        let locked = locking.wait(&self.label);
+        if locked.is_err() {
+            self.shared.refused.store(true, Ordering::Relaxed);
         }
+        if locked.is_err() && self.shared.saved.swap(false, Ordering::Relaxed) {
+            // The record this run saved while the lock was being taken goes again: with
+            // nothing written, it would only stand in the way of another job. Best effort:
+            // the lock's error is the one to tell.
+            if let Ok(header) = self.image.header() {
+                let _ = header.remove(RECORD_KEY);
+                if let Some((key, _)) = &self.shared.provenance {
+                    let _ = header.remove(key);
+                }
+            }
+        }
+        locked
     }
 
     fn flush(&self) -> Result<()> {
@@ -862,7 +900,7 @@ impl ImageSink for RbdSink {
         }
         if let Some(snap) = &self.snap {
             if let Some(made) = &self.provenance {
-                if !self.with_record.written.load(Ordering::Relaxed) {
+                if !self.shared.saved.load(Ordering::Relaxed) {
                     self.image.meta_put(&provenance_key(snap), made)?;
                 }
                 fault::point("after-provenance");

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use super::checkpoint::{self, Hook};
 use super::flight::{submit, Arrival, Buffers, Flight, Reads};
+use super::gate::Gate;
 use super::plan::{chunk_size, sparse_runs, Chunk, Plan, SPARSE_BLOCK, SPARSE_GAP};
 use super::progress::{Progress, Silent};
 use super::run::{run, Lane};
@@ -161,14 +162,20 @@ pub fn copy<C: Pace>(
     let chunk = chunk_size(opts.chunk_size, src.object_size().or(dst.object_size()));
     let fill_gaps = src.base().is_none() && !dst.zeroed();
     let plan = Plan::new(src.extents()?, size, chunk, fill_gaps);
-    dst.ready()?;
-    dst.resize(size)?;
     let start = opts.start.min(size);
-    if opts.preallocate {
-        for e in plan.extents().iter().filter(|e| e.data && e.end() > start) {
-            dst.allocate(e.offset, e.len)?;
-        }
-    }
+    let allocate = match opts.preallocate {
+        true => plan
+            .extents()
+            .iter()
+            .filter(|e| e.data && e.end() > start)
+            .map(|e| (e.offset, e.len))
+            .collect(),
+        false => Vec::new(),
+    };
+    // Readied, resized and given its room at the first write: the first reads start
+    // meanwhile (5 ms away, an image written in place takes 40 ms to lock).
+    let gate = Gate::new(dst, size, allocate);
+    let dst: &dyn ImageSink = &gate;
     let (data, zero) = plan.totals();
     let skipped = plan
         .chunks()

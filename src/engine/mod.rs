@@ -5,6 +5,7 @@ mod apply;
 mod checkpoint;
 mod copy;
 mod flight;
+mod gate;
 mod plan;
 mod progress;
 mod run;
@@ -230,8 +231,8 @@ pub trait ImageSink: Send + Sync {
     }
 
     /// Waits until the image takes writes: an RBD image written in place takes its
-    /// exclusive lock meanwhile, while the job reads and saves its progress record. The
-    /// engine calls it before anything else.
+    /// exclusive lock meanwhile, while the job saves its progress record and the copy
+    /// starts its first reads. The engine calls it before its first write or resize.
     fn ready(&self) -> Result<()> {
         Ok(())
     }
