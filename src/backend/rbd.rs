@@ -872,12 +872,11 @@ impl ImageSink for RbdSink {
         let locked = locking.wait(&self.label);
         if locked.is_err() {
             self.shared.refused.store(true, Ordering::Relaxed);
-        }
-        if locked.is_err() && self.shared.saved.swap(false, Ordering::Relaxed) {
             // The record this run saved while the lock was being taken goes again: with
             // nothing written, it would only stand in the way of another job. Best effort:
             // the lock's error is the one to tell.
-            if let Ok(header) = self.image.header() {
+            let header = self.image.header();
+            if let (true, Ok(header)) = (self.shared.saved.swap(false, Ordering::Relaxed), header) {
                 let _ = header.remove(RECORD_KEY);
                 if let Some((key, _)) = &self.shared.provenance {
                     let _ = header.remove(key);

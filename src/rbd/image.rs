@@ -1238,3 +1238,18 @@ fn decoded(bytes: &[u8], name: &str) -> Result<String> {
 fn len32(len: usize, what: &str) -> Result<u32> {
     u32::try_from(len).map_err(|_| Error::Unsupported(format!("{what} of {len} bytes is too long")))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_string_decodes_as_ceph_encoded_it() {
+        let bytes = encoded("rbdcp.resume");
+        assert_eq!(&bytes[..4], &12u32.to_le_bytes());
+        assert_eq!(decoded(&bytes, "img").unwrap(), "rbdcp.resume");
+        let cut = decoded(&bytes[..8], "img").unwrap_err().to_string();
+        assert!(cut.contains("img"), "{cut}");
+        assert!(decoded(&[1, 0], "img").is_err());
+    }
+}
