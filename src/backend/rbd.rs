@@ -875,11 +875,10 @@ impl ImageSink for RbdSink {
             // The record this run saved while the lock was being taken goes again: with
             // nothing written, it would only stand in the way of another job. Best effort:
             // the lock's error is the one to tell.
-            let header = self.image.header();
-            if let (true, Ok(header)) = (self.shared.saved.swap(false, Ordering::Relaxed), header) {
-                let _ = header.remove(RECORD_KEY);
+            if self.shared.saved.swap(false, Ordering::Relaxed) {
+                let _ = self.image.meta_drop(RECORD_KEY);
                 if let Some((key, _)) = &self.shared.provenance {
-                    let _ = header.remove(key);
+                    let _ = self.image.meta_drop(key);
                 }
             }
         }

@@ -724,26 +724,10 @@ impl Image {
         }
     }
 
-    /// The value of image-meta `key`, or `None` when it is not set.
+    /// The value of image-meta `key`, or `None` when it is not set (read as
+    /// [`Header::get`] reads it).
     pub fn meta_get(&self, key: &str) -> Result<Option<String>> {
-        let k = cstr(key, "metadata key")?;
-        let mut buf = vec![0u8; 4096];
-        loop {
-            let mut len = buf.len();
-            // SAFETY: the handle is open; k outlives the call; buf is valid for len bytes
-            // and len is a valid in/out-pointer.
-            let ret = unsafe {
-                sys::rbd_metadata_get(self.handle, k.as_ptr(), buf.as_mut_ptr().cast(), &mut len)
-            };
-            match ret {
-                r if r == -libc::ENOENT => return Ok(None),
-                r if r == -libc::ERANGE && len > buf.len() => buf.resize(len, 0),
-                r => {
-                    check(r.into(), "rbd_metadata_get", &self.name)?;
-                    return Ok(Some(c_string(&buf)));
-                }
-            }
-        }
+        self.header()?.get(key)
     }
 
     /// Sets image-meta `key` to `value` (one atomic update of the image header).
