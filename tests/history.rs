@@ -94,6 +94,36 @@ fn every_snapshot_is_copied_in_order_and_a_rerun_continues() {
     assert_eq!(meta["conf_rbd_cache"], "false", "{meta}");
     assert!(meta.get("rbdcp.resume").is_none(), "{meta}");
     assert_eq!(protected(&c2, &img), ["s2"]);
+    // The steps wrote the destination through one open image and one lease, kept from
+    // step to step: all of it is given up at the end, no lock, lease or watch left.
+    let locks: serde_json::Value =
+        serde_json::from_slice(&rbd(&c2, &["lock", "ls", "--format", "json", &spec])).unwrap();
+    assert!(locks.as_array().is_some_and(Vec::is_empty), "{locks}");
+    let status: serde_json::Value =
+        serde_json::from_slice(&rbd(&c2, &["status", "--format", "json", &spec])).unwrap();
+    assert!(
+        status["watchers"].as_array().is_some_and(Vec::is_empty),
+        "{status}"
+    );
+    let lease = std::process::Command::new("rados")
+        .arg("-c")
+        .arg(&c2)
+        .args([
+            "-p",
+            "rbd",
+            "lock",
+            "info",
+            &format!("rbdcp.lock.{img}"),
+            "rbdcp",
+        ])
+        .args(["--format", "json"])
+        .output()
+        .unwrap();
+    let lease: serde_json::Value = serde_json::from_slice(&lease.stdout).unwrap();
+    assert!(
+        lease["lockers"].as_array().is_some_and(Vec::is_empty),
+        "{lease}"
+    );
 
     // `all` again continues the history the destination holds: nothing to copy up to s3.
     let r = report(&run(

@@ -10,7 +10,7 @@
 use super::copy::{copy, Copy};
 use super::record::is_copy_of;
 use super::{Context, Outcome};
-use crate::backend::rbd::{connection, Managed, RbdSource};
+use crate::backend::rbd::{connection, Keep, Managed, RbdSource};
 use crate::backend::SourceOptions;
 use crate::error::{Error, Result};
 use crate::location::{Location, RbdSpec};
@@ -61,6 +61,9 @@ pub fn copy_history(job: &History, ctx: &Context) -> Result<Copied> {
         connection(&job.src, &ctx.access)?,
         connection(&job.dst, &ctx.access)?,
     );
+    // So does the destination's open image, and its lock, from the first step that
+    // writes it in place.
+    let _kept = Keep::new();
     let src_label = job.src.head().to_string();
     // Read-only, at its head: a source's read-only caps do.
     let opts = SourceOptions {

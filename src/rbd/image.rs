@@ -287,6 +287,11 @@ impl Image {
     /// and notifies its watch, a dozen round trips (225 ms of a copy 5 ms away, against 30
     /// for these three). Running it again after a kill between the steps finishes it; a
     /// `to` that names another image is [`Error::Exists`].
+    /// The pool it is open in.
+    pub fn pool(&self) -> &Arc<Pool> {
+        &self.pool
+    }
+
     pub fn rename_to(&self, from: &str, to: &str) -> Result<()> {
         let id = self.id()?;
         let content = encoded(&id);
