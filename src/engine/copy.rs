@@ -282,9 +282,16 @@ fn copy_window<C: Pace>(
         true,
     );
     let size = src.size();
+    // An asynchronous read holds its data twice until it is back: in the buffer it fills,
+    // and in librbd's, which is copied into it at the end (two copies, and for the holes
+    // of a sparse object a third). Its chunk counts double in the window until it is.
+    let twice = src.reads_async();
     checkpoint::every(opts, &flight, || {
         // Chunks enter the window as they are handed out, so in offset order.
-        let chunks = chunks.map(|c| flight.begin(&c).map(|()| c));
+        let chunks = chunks.map(|c| {
+            let extra = if twice { c.data_len() } else { 0 };
+            flight.begin(&c, extra).map(|()| c)
+        });
         if src.reads_async() {
             return read_ahead(src, dst, opts, &flight, chunks, throttle, progress, counts);
         }
@@ -344,7 +351,11 @@ fn read_ahead<C: Pace>(
     let reads = Arc::new(Reads::default());
     let ran = std::thread::scope(|scope| {
         let writer = scope.spawn(|| loop {
-            match reads.next(opts.stall, || flight.failed()) {
+            let arrived = reads.next(opts.stall, || flight.failed());
+            if let Arrival::Read(c, ..) = &arrived {
+                flight.settle(c.data_len());
+            }
+            match arrived {
                 Arrival::Read(c, Ok(()), buf) if !flight.failed() => {
                     counts.read.fetch_add(c.len, Ordering::Relaxed);
                     counts.keep(&c, Some(&buf));

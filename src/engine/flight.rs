@@ -22,7 +22,9 @@ pub type Done = Box<dyn FnOnce(Result<()>) + Send>;
 ///
 /// Its limit is the one memory budget the jobs of a run share (`--max-in-flight`): a
 /// window holds at most that many bytes of chunks being read or written, workers that
-/// each hold a buffer are at most as many as fit in it, and no more spare bytes are kept.
+/// each hold a buffer are at most as many as fit in it, and the buffers out and spare
+/// together hold no more than that either (a new buffer that would pass it makes room
+/// by freeing spare ones first).
 ///
 /// Spare buffers are given back when a write lands and taken for the next read. Big
 /// buffers freed and allocated afresh cost more than the copy itself: the allocator hands
@@ -30,7 +32,16 @@ pub type Done = Box<dyn FnOnce(Result<()>) + Send>;
 #[derive(Debug)]
 pub struct Buffers {
     limit: u64,
-    spare: Mutex<Vec<Vec<u8>>>,
+    spare: Mutex<Spare>,
+}
+
+#[derive(Debug, Default)]
+struct Spare {
+    buffers: Vec<Vec<u8>>,
+    /// Their capacity.
+    kept: usize,
+    /// The capacity of the buffers taken and not given back.
+    out: usize,
 }
 
 impl Default for Buffers {
@@ -64,22 +75,47 @@ impl Buffers {
     /// empty one rounded up to a power of two so that it fits later requests too.
     pub fn take(&self, len: usize) -> Vec<u8> {
         let len = len.min(64 << 20);
-        let mut spare = self.spare.lock().unwrap();
-        let fit = (0..spare.len())
-            .filter(|&i| spare[i].capacity() >= len)
-            .min_by_key(|&i| spare[i].capacity());
-        match fit {
-            Some(i) => spare.swap_remove(i),
-            None => Vec::with_capacity(len.next_power_of_two()),
-        }
+        let mut freed = Vec::new();
+        let mut s = self.spare.lock().unwrap();
+        let fit = (0..s.buffers.len())
+            .filter(|&i| s.buffers[i].capacity() >= len)
+            .min_by_key(|&i| s.buffers[i].capacity());
+        let buf = match fit {
+            Some(i) => {
+                let buf = s.buffers.swap_remove(i);
+                s.kept -= buf.capacity();
+                buf
+            }
+            None => {
+                let room = len.next_power_of_two();
+                // Spare buffers too small for this one would otherwise stay beside it,
+                // out of use while chunks of its size come (a history's steps, or
+                // extents of every size): the biggest go first.
+                while s.kept + s.out + room > self.limit as usize && !s.buffers.is_empty() {
+                    let biggest = (0..s.buffers.len())
+                        .max_by_key(|&i| s.buffers[i].capacity())
+                        .expect("not empty");
+                    let buf = s.buffers.swap_remove(biggest);
+                    s.kept -= buf.capacity();
+                    freed.push(buf);
+                }
+                Vec::with_capacity(room)
+            }
+        };
+        s.out += buf.capacity();
+        drop(s);
+        drop(freed);
+        buf
     }
 
-    /// Keeps `buf` for reuse, unless enough is kept already.
+    /// Keeps `buf` (taken from here) for reuse, unless the budget is full.
     pub fn give(&self, buf: Vec<u8>) {
-        let mut spare = self.spare.lock().unwrap();
-        let kept: usize = spare.iter().map(Vec::capacity).sum();
-        if buf.capacity() > 0 && (kept + buf.capacity()) as u64 <= self.limit {
-            spare.push(buf);
+        let cap = buf.capacity();
+        let mut s = self.spare.lock().unwrap();
+        s.out = s.out.saturating_sub(cap);
+        if cap > 0 && s.kept + s.out + cap <= self.limit as usize {
+            s.kept += cap;
+            s.buffers.push(buf);
         }
     }
 }
@@ -160,10 +196,11 @@ impl Flight {
         })
     }
 
-    /// Waits until `chunk` fits in the window and enters it. Chunks must begin in offset
-    /// order. Fails at once if the job failed.
-    pub(crate) fn begin(&self, chunk: &Chunk) -> Result<()> {
-        self.begin_at(chunk, chunk.data_len())
+    /// Waits until `chunk` fits in the window and enters it, with `extra` bytes it holds
+    /// besides its data until [`Flight::settle`] gives them back. Chunks must begin in
+    /// offset order. Fails at once if the job failed.
+    pub(crate) fn begin(&self, chunk: &Chunk, extra: u64) -> Result<()> {
+        self.begin_at(chunk, chunk.data_len() + extra)
     }
 
     /// Waits until `len` bytes fit in the window and enters it with `key`, the range the
@@ -185,6 +222,18 @@ impl Flight {
         s.bytes += len;
         s.chunks += 1;
         Ok(())
+    }
+
+    /// Gives back `extra` bytes a chunk entered the window with besides its data (see
+    /// [`Flight::begin`]).
+    pub(crate) fn settle(&self, extra: u64) {
+        let mut s = self.state.lock().unwrap();
+        s.bytes -= extra;
+        let wake = s.waiting > 0 && s.bytes <= self.max_bytes / 4 * 3;
+        drop(s);
+        if wake {
+            self.changed.notify_all();
+        }
     }
 
     /// Records that no chunk is left, in an image of `size` bytes.
@@ -546,12 +595,12 @@ mod tests {
     #[test]
     fn the_window_holds_back_what_does_not_fit() {
         let flight = Flight::new(10, 8, &Arc::default(), 0, Duration::from_secs(60), true);
-        flight.begin(&chunk(0, 6)).unwrap();
+        flight.begin(&chunk(0, 6), 0).unwrap();
         let first = flight.ticket(chunk(0, 6), vec![1; 6]);
         let entered = AtomicBool::new(false);
         std::thread::scope(|s| {
             s.spawn(|| {
-                flight.begin(&chunk(6, 6)).unwrap();
+                flight.begin(&chunk(6, 6), 0).unwrap();
                 entered.store(true, Ordering::SeqCst);
             });
             std::thread::sleep(std::time::Duration::from_millis(50));
@@ -562,10 +611,51 @@ mod tests {
     }
 
     #[test]
+    fn a_read_counts_double_until_it_is_back() {
+        let flight = Flight::new(10, 8, &Arc::default(), 0, Duration::from_secs(60), true);
+        flight.begin(&chunk(0, 4), 4).unwrap();
+        let entered = AtomicBool::new(false);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                flight.begin(&chunk(4, 4), 4).unwrap();
+                entered.store(true, Ordering::SeqCst);
+            });
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            assert!(!entered.load(Ordering::SeqCst), "8 + 8 bytes went past 10");
+            // The first read is back: its chunk holds 4 bytes, and 4 + 8 still pass 10.
+            flight.settle(4);
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            assert!(!entered.load(Ordering::SeqCst), "4 + 8 bytes went past 10");
+            drop(flight.ticket(chunk(0, 4), vec![1; 4]));
+        });
+        assert!(entered.load(Ordering::SeqCst));
+    }
+
+    #[test]
+    fn buffers_out_and_spare_stay_within_the_budget() {
+        let buffers = Buffers::new(8 << 20);
+        // Chunks of 1 MiB fill the spare pile...
+        let small: Vec<_> = (0..8).map(|_| buffers.take(1 << 20)).collect();
+        small.into_iter().for_each(|b| buffers.give(b));
+        // ...then 4 MiB ones come: the small ones are freed to make room, not kept beside.
+        let big = [buffers.take(4 << 20), buffers.take(4 << 20)];
+        let s = buffers.spare.lock().unwrap();
+        assert_eq!(s.out, 8 << 20);
+        assert_eq!(s.kept, 0, "{} spare bytes beside 8 MiB out", s.kept);
+        drop(s);
+        big.into_iter().for_each(|b| buffers.give(b));
+        // Given back, the big ones are kept and reused.
+        let again = buffers.take(3 << 20);
+        assert_eq!(again.capacity(), 4 << 20);
+        let s = buffers.spare.lock().unwrap();
+        assert_eq!((s.kept, s.out), (4 << 20, 4 << 20));
+    }
+
+    #[test]
     fn a_request_dropped_unanswered_fails_its_chunk() {
         let flight = Flight::new(100, 8, &Arc::default(), 0, Duration::from_secs(60), true);
         let a = chunk(0, 10);
-        flight.begin(&a).unwrap();
+        flight.begin(&a, 0).unwrap();
         flight.drained(10);
         let ticket = flight.ticket(a, vec![1; 10]);
         drop(ticket.done());
@@ -582,7 +672,7 @@ mod tests {
     fn writes_that_never_answer_are_abandoned() {
         let flight = Flight::new(100, 8, &Arc::default(), 0, Duration::from_millis(100), true);
         let a = chunk(0, 10);
-        flight.begin(&a).unwrap();
+        flight.begin(&a, 0).unwrap();
         let ticket = flight.ticket(a, vec![1; 10]);
         // A request the sink never answers holds its block.
         let held = ticket.block(0..10);
@@ -602,8 +692,8 @@ mod tests {
     fn a_failed_chunk_stays_below_the_watermark() {
         let flight = Flight::new(100, 8, &Arc::default(), 0, Duration::from_secs(60), true);
         let (a, b) = (chunk(0, 10), chunk(10, 10));
-        flight.begin(&a).unwrap();
-        flight.begin(&b).unwrap();
+        flight.begin(&a, 0).unwrap();
+        flight.begin(&b, 0).unwrap();
         flight.drained(20);
         let (ta, tb) = (flight.ticket(a, vec![1; 10]), flight.ticket(b, vec![2; 10]));
         (tb.done())(Ok(()));
