@@ -7,7 +7,7 @@ use std::time::Instant;
 use super::copy::{copy, Copy};
 use super::record::is_copy_of;
 use super::Context;
-use crate::backend::rbd::Managed;
+use crate::backend::rbd::{Keep, Managed};
 use crate::backend::{open_source, SourceOptions};
 use crate::engine::{compare_with, Sample, Scan};
 use crate::error::{Error, Result};
@@ -65,6 +65,9 @@ pub struct Migrated {
 pub fn migrate(job: &Migrate, ctx: &Context) -> Result<Migrated> {
     let mut done = Migrated::default();
     let rounds = if job.last { 1 } else { job.max_rounds.max(1) };
+    // The rounds write the destination through one lease and one open, locked image (see
+    // Keep); given up before the cleanup, whose snapshot removals need the lock.
+    let kept = Keep::new();
     for _ in 0..rounds {
         let src = Managed::existing(&job.src, &ctx.access)?;
         let snaps = src.snaps()?;
@@ -100,6 +103,7 @@ pub fn migrate(job: &Migrate, ctx: &Context) -> Result<Migrated> {
             break;
         }
     }
+    drop(kept);
     if !job.last {
         return Ok(done);
     }
