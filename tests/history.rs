@@ -105,21 +105,7 @@ fn every_snapshot_is_copied_in_order_and_a_rerun_continues() {
         status["watchers"].as_array().is_some_and(Vec::is_empty),
         "{status}"
     );
-    let lease = std::process::Command::new("rados")
-        .arg("-c")
-        .arg(&c2)
-        .args([
-            "-p",
-            "rbd",
-            "lock",
-            "info",
-            &format!("rbdcp.lock.{img}"),
-            "rbdcp",
-        ])
-        .args(["--format", "json"])
-        .output()
-        .unwrap();
-    let lease: serde_json::Value = serde_json::from_slice(&lease.stdout).unwrap();
+    let lease = lease(&c2, &img);
     assert!(
         lease["lockers"].as_array().is_some_and(Vec::is_empty),
         "{lease}"

@@ -197,25 +197,7 @@ fn a_blocklisted_client() {
     // The client blocklisted in the middle of a copy.
     let other = format!("{img}-b");
     let (_, child) = copying(d, (&c1, &c2), &img, &other, "3");
-    let lease: Value = serde_json::from_slice(
-        &std::process::Command::new("rados")
-            .arg("-c")
-            .arg(&c2)
-            .args([
-                "-p",
-                "rbd",
-                "lock",
-                "info",
-                &format!("rbdcp.lock.{other}"),
-                "rbdcp",
-                "--format",
-                "json",
-            ])
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .unwrap();
+    let lease = lease(&c2, &other);
     let addr = lease["lockers"][0]["addr"]
         .as_str()
         .expect("the lease names its client")

@@ -112,6 +112,26 @@ pub fn rbd(conf: &Path, args: &[&str]) -> Vec<u8> {
     checked(cmd, &format!("rbd {args:?}"))
 }
 
+/// rbdcp's lease on `rbd/image` (`rados lock info` of its lease object, as JSON): its
+/// `lockers` are the clients holding it.
+pub fn lease(conf: &Path, image: &str) -> Value {
+    let out = Command::new("rados")
+        .arg("-c")
+        .arg(conf)
+        .args([
+            "-p",
+            "rbd",
+            "lock",
+            "info",
+            &format!("rbdcp.lock.{image}"),
+            "rbdcp",
+        ])
+        .args(["--format", "json"])
+        .output()
+        .unwrap();
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 /// The bytes of `spec` (`pool/image[@snap]`), as `rbd export` writes them.
 pub fn export(conf: &Path, spec: &str) -> Vec<u8> {
     rbd(conf, &["export", "--no-progress", spec, "-"])
