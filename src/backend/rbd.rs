@@ -667,6 +667,14 @@ struct Kept {
     image: Option<Open>,
 }
 
+impl Kept {
+    /// Whether this is `spec`, kept in `pool`'s connection (a connection retired since
+    /// is not used again).
+    fn is(&self, pool: &Pool, spec: &RbdSpec) -> bool {
+        Arc::ptr_eq(&self.cluster, pool.cluster()) && self.spec == *spec
+    }
+}
+
 /// An image kept open.
 struct Open {
     image: Arc<Image>,
@@ -765,27 +773,23 @@ fn keep_lease(pool: &Pool, spec: &RbdSpec, lease: Lease) -> Held {
 /// Keeps `image`, written as `spec`, open if its lease is kept.
 fn keep(pool: &Pool, spec: &RbdSpec, image: &Arc<Image>) {
     let mut kept = KEPT.lock().unwrap();
-    let found = kept.as_mut().and_then(|kept| {
-        kept.iter_mut()
-            .find(|k| Arc::ptr_eq(&k.cluster, pool.cluster()) && k.spec == *spec)
-    });
+    let found = kept
+        .as_mut()
+        .and_then(|kept| kept.iter_mut().find(|k| k.is(pool, spec)));
     if let Some(k) = found {
         k.image = Some(Open::new(image));
     }
 }
 
-/// The kept lease of `spec` in `pool`'s connection (a connection retired since is not
-/// used again), and its image if it is kept open.
+/// The kept lease of `spec` in `pool`'s connection, and its image if it is kept open.
 fn kept(pool: &Pool, spec: &RbdSpec) -> Option<(Arc<Lease>, Option<Arc<Image>>)> {
-    let open = {
+    let (lease, open) = {
         let mut kept = KEPT.lock().unwrap();
-        let k = kept
-            .as_mut()?
-            .iter_mut()
-            .find(|k| Arc::ptr_eq(&k.cluster, pool.cluster()) && k.spec == *spec)?;
+        let k = kept.as_mut()?.iter_mut().find(|k| k.is(pool, spec))?;
         (Arc::clone(&k.lease), k.image.take())
     };
-    Some((open.0, open.1.map(Open::take)))
+    // Joined outside the lock: the refresh may take six round trips.
+    Some((lease, open.map(Open::take)))
 }
 
 /// Opens `name` for writing, or `None` when there is no such image.

@@ -281,17 +281,17 @@ impl Image {
         check(ret.into(), "rbd_rename", label).map(drop)
     }
 
+    /// The pool it is open in.
+    pub fn pool(&self) -> &Arc<Pool> {
+        &self.pool
+    }
+
     /// Renames this image, open under `from`, to `to` in its pool, as librbd's rename
     /// does it (the id object under the new name, the directory entry, the old id object
     /// removed), but with this handle: `rbd_rename` opens the image again and re-registers
     /// and notifies its watch, a dozen round trips (225 ms of a copy 5 ms away, against 30
     /// for these three). Running it again after a kill between the steps finishes it; a
     /// `to` that names another image is [`Error::Exists`].
-    /// The pool it is open in.
-    pub fn pool(&self) -> &Arc<Pool> {
-        &self.pool
-    }
-
     pub fn rename_to(&self, from: &str, to: &str) -> Result<()> {
         let id = self.id()?;
         let content = encoded(&id);
